@@ -1,0 +1,429 @@
+"""The timed workloads of benchmarks/run.py.
+
+Every workload runs its implementations one after the other in this process,
+each into its own fresh temporary logdir, with ``gc.collect()`` in between.
+Times are ``time.perf_counter`` wall times:
+
+* caller time: the loop of ``add_*`` calls alone -- what a training loop
+  waits for;
+* total: construct the writer + the loop + ``close()`` -- everything on disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Dict, List
+
+from _bench_common import (
+    PEERS,
+    TBX,
+    WRITER_IMPLS,
+    Impl,
+    Row,
+    count_summary_values,
+    fresh_logdir,
+    histogram_arrays,
+    images,
+    scalar_values,
+    settle,
+    tbx_attr,
+    write_scalar_file_fallback,
+)
+
+
+@dataclass
+class Sizes:
+    scalars: int
+    histograms: int
+    histogram_size: int
+    images: int
+    image_hw: int
+    train_steps: int
+    read_events: int
+    read_new_style_events: int
+    crc_big_iters: int
+    crc_small_calls: int
+    crc_repeats: int
+
+
+FULL = Sizes(
+    scalars=200_000,
+    histograms=200,
+    histogram_size=1_000_000,
+    images=300,
+    image_hw=256,
+    train_steps=11_000,
+    read_events=1_000_000,
+    read_new_style_events=1_000_000,
+    crc_big_iters=2_000,
+    crc_small_calls=1_000_000,
+    crc_repeats=5,
+)
+
+QUICK = Sizes(
+    scalars=20_000,
+    histograms=20,
+    histogram_size=1_000_000,
+    images=30,
+    image_hw=256,
+    train_steps=2_000,
+    read_events=100_000,
+    read_new_style_events=100_000,
+    crc_big_iters=300,
+    crc_small_calls=200_000,
+    crc_repeats=3,
+)
+
+
+# --------------------------------------------------------------------------
+# Writer workloads
+# --------------------------------------------------------------------------
+
+
+def _warm_up(impl: Impl) -> None:
+    """One of each add_* kind into a throwaway logdir, untimed: pays lazy
+    imports and first-call costs so they are not charged to the workload."""
+    with fresh_logdir(f"warm-{impl.name}") as d:
+        w = impl.writer_cls(d)
+        w.add_scalar("warm/s", 1.0, 0)
+        w.add_histogram("warm/h", histogram_arrays(1, 1000)[0], 0)
+        w.add_image("warm/i", images(1, 16)[0], 0)
+        w.close()
+
+
+def _run_writer(
+    workload: str,
+    impl: Impl,
+    ops: int,
+    op_name: str,
+    body: Callable[[object], None],
+    expected: Dict[str, int],
+) -> Row:
+    row = Row(workload=workload, impl=impl.name, ops=ops, op_name=op_name)
+    if not impl.ok:
+        row.unavailable = impl.unavailable
+        return row
+    try:
+        _warm_up(impl)
+    except Exception as exc:
+        row.unavailable = f"warm-up failed: {type(exc).__name__}: {exc}"
+        return row
+    with fresh_logdir(f"{workload}-{impl.name}") as d:
+        settle()
+        try:
+            t0 = time.perf_counter()
+            w = impl.writer_cls(d)
+            t1 = time.perf_counter()
+            body(w)
+            t2 = time.perf_counter()
+            w.close()
+            t3 = time.perf_counter()
+        except Exception as exc:
+            traceback.print_exc()
+            row.unavailable = f"error: {type(exc).__name__}: {exc}"
+            return row
+        row.total_s = t3 - t0
+        row.caller_s = t2 - t1
+        row.extra["construct_s"] = t1 - t0
+        row.extra["close_s"] = t3 - t2
+        counts = count_summary_values(d)
+        row.extra["found"] = counts
+        row.records = sum(counts[k] for k in expected)
+        row.expected_records = sum(expected.values())
+        missing = [f"{k} {counts[k]}/{v}" for k, v in expected.items() if counts[k] != v]
+        if missing:
+            row.note = "WRONG COUNT: " + ", ".join(missing)
+    settle()
+    return row
+
+
+def scalars(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n = sz.scalars
+    tags = ["loss/train", "loss/val", "accuracy", "lr"]
+    vals = scalar_values()
+
+    def body(w):
+        add = w.add_scalar
+        for i in range(n):
+            add(tags[i & 3], vals[i & 1023], i)
+
+    rows = []
+    for name in WRITER_IMPLS:
+        row = _run_writer("scalars", impls[name], n, "add_scalar", body, {"scalar": n})
+        if row.total_s:
+            row.rate, row.rate_unit = n / row.total_s, "ev/s"
+        rows.append(row)
+    return rows
+
+
+def histograms(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n = sz.histograms
+    arrays = histogram_arrays(4, sz.histogram_size)
+
+    def body(w):
+        add = w.add_histogram
+        for i in range(n):
+            add("weights/layer1", arrays[i & 3], i)
+
+    rows = []
+    for name in WRITER_IMPLS:
+        row = _run_writer(
+            "histograms", impls[name], n, "add_histogram", body, {"histogram": n}
+        )
+        if row.total_s:
+            row.rate, row.rate_unit = n / row.total_s, "ev/s"
+        rows.append(row)
+    del arrays
+    return rows
+
+
+def images_workload(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n = sz.images
+    imgs = images(8, sz.image_hw)
+
+    def body(w):
+        add = w.add_image
+        for i in range(n):
+            add("samples/input", imgs[i & 7], i)
+
+    rows = []
+    for name in WRITER_IMPLS:
+        row = _run_writer("images", impls[name], n, "add_image", body, {"image": n})
+        if row.total_s:
+            row.rate, row.rate_unit = n / row.total_s, "ev/s"
+        rows.append(row)
+    return rows
+
+
+def training_loop(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n = sz.train_steps
+    tags8 = [
+        "train/loss",
+        "train/accuracy",
+        "train/lr",
+        "train/grad_norm",
+        "val/loss",
+        "val/accuracy",
+        "time/step",
+        "time/data",
+    ]
+    vals = scalar_values()
+    hists = histogram_arrays(4, 100_000, seed=3)
+    imgs = images(4, 64, seed=4)
+    n_hist = math.ceil(n / 100)
+    n_img = math.ceil(n / 500)
+    events = 8 * n + n_hist + n_img
+
+    def body(w):
+        add_scalar = w.add_scalar
+        add_histogram = w.add_histogram
+        add_image = w.add_image
+        for step in range(n):
+            base = (step * 8) & 1023
+            for k in range(8):
+                add_scalar(tags8[k], vals[base + k], step)
+            if step % 100 == 0:
+                add_histogram("weights/fc", hists[(step // 100) & 3], step)
+            if step % 500 == 0:
+                add_image("samples/input", imgs[(step // 500) & 3], step)
+
+    rows = []
+    for name in WRITER_IMPLS:
+        row = _run_writer(
+            "training_loop",
+            impls[name],
+            events,
+            "event",
+            body,
+            {"scalar": 8 * n, "histogram": n_hist, "image": n_img},
+        )
+        row.note = (row.note + " " if row.note else "") + f"{n} steps"
+        if row.total_s:
+            row.rate, row.rate_unit = events / row.total_s, "ev/s"
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Read workload
+# --------------------------------------------------------------------------
+
+
+def _write_scalar_logdir(impls: Dict[str, Impl], d: str, n: int, new_style: bool) -> str:
+    """Write ``n`` scalar events into ``d``; with tbx when it can, else the
+    protobuf fallback. Returns a description for the notes."""
+    tags = ["loss/train", "loss/val", "accuracy", "lr"]
+    impl = impls[TBX]
+    if impl.ok:
+        vals = scalar_values()
+        t0 = time.perf_counter()
+        w = impl.writer_cls(d)
+        add = w.add_scalar
+        if new_style:
+            for i in range(n):
+                add(tags[i & 3], vals[i & 1023], i >> 2, new_style=True)
+        else:
+            for i in range(n):
+                add(tags[i & 3], vals[i & 1023], i >> 2)
+        w.close()
+        return f"written by tbx in {time.perf_counter() - t0:.2f}s"
+    t0 = time.perf_counter()
+    write_scalar_file_fallback(d, n, tags, new_style)
+    return f"written by fallback writer in {time.perf_counter() - t0:.2f}s"
+
+
+def _event_accumulator_read(d: str, new_style: bool):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guidance = {"scalars": 0, "tensors": 0} if new_style else {"scalars": 0}
+    t0 = time.perf_counter()
+    acc = EventAccumulator(d, size_guidance=guidance)
+    acc.Reload()
+    elapsed = time.perf_counter() - t0
+    tags = acc.Tags()
+    if new_style:
+        count = sum(len(acc.Tensors(t)) for t in tags.get("tensors", []))
+    else:
+        count = sum(len(acc.Scalars(t)) for t in tags.get("scalars", []))
+    return elapsed, count
+
+
+def _tbx_read(d: str):
+    read_scalars = tbx_attr("read_scalars")
+    t0 = time.perf_counter()
+    result = read_scalars(d)
+    elapsed = time.perf_counter() - t0
+    if hasattr(result, "shape") and hasattr(result, "columns"):  # DataFrame
+        count = len(result)
+        kind = "DataFrame"
+    else:
+        count = len(result["value"])
+        kind = "dict of arrays"
+    return elapsed, count, kind
+
+
+def read(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    rows: List[Row] = []
+    tbx_reader_ok = tbx_attr("read_scalars") is not None
+    # Warm-ups on a tiny logdir: imports (pandas!), first-call costs.
+    with fresh_logdir("read-warm") as d:
+        _write_scalar_logdir(impls, d, 100, False)
+        _event_accumulator_read(d, False)
+        _event_accumulator_read(d, True)
+        if tbx_reader_ok:
+            try:
+                _tbx_read(d)
+            except Exception:
+                traceback.print_exc()
+
+    variants = [("read", sz.read_events, False)]
+    if sz.read_new_style_events:
+        variants.append(("read_new_style", sz.read_new_style_events, True))
+    for workload, n, new_style in variants:
+        with fresh_logdir(workload) as d:
+            how = _write_scalar_logdir(impls, d, n, new_style)
+            size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+            how += f", {size / 2**20:.0f} MiB"
+            settle()
+            elapsed, count = _event_accumulator_read(d, new_style)
+            row = Row(workload, "EventAccumulator", n, "event", elapsed, None,
+                      n / elapsed, "ev/s", count, n, how)
+            if count != n:
+                row.note = f"WRONG COUNT {count}/{n}; " + how
+            rows.append(row)
+            settle()
+            row = Row(workload, TBX, n, "event", expected_records=n)
+            if not tbx_reader_ok:
+                row.unavailable = "tbx.read_scalars does not exist yet"
+            else:
+                try:
+                    elapsed, count, kind = _tbx_read(d)
+                    row.total_s, row.rate, row.rate_unit = elapsed, n / elapsed, "ev/s"
+                    row.records = count
+                    row.note = f"returns {kind}"
+                    if count != n:
+                        row.note = f"WRONG COUNT {count}/{n}; " + row.note
+                except Exception as exc:
+                    traceback.print_exc()
+                    row.unavailable = f"error: {type(exc).__name__}: {exc}"
+            rows.append(row)
+            settle()
+    return rows
+
+
+# --------------------------------------------------------------------------
+# CRC workload
+# --------------------------------------------------------------------------
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _time_calls(fn, buf, calls: int) -> float:
+    f = fn
+    b = buf
+    rep = itertools.repeat(None, calls)
+    t0 = time.perf_counter()
+    for _ in rep:
+        f(b)
+    return time.perf_counter() - t0
+
+
+def crc(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    import crc32c as crc32c_pkg
+
+    peer_fn = crc32c_pkg.crc32c
+    tbx_fn = tbx_attr("record.masked_crc32c")
+    impl_name = tbx_attr("record.IMPLEMENTATION") or "?"
+    rows: List[Row] = []
+    big = os.urandom(1 << 20)
+    small = os.urandom(50)
+    if tbx_fn is not None:
+        for buf in (big, small, b"", b"a"):
+            if tbx_fn(buf) != _mask(peer_fn(buf)):
+                print(f"!! tbx.record.masked_crc32c disagrees with masked crc32c on {len(buf)} bytes")
+
+    cases = [
+        ("crc_1MiB", big, sz.crc_big_iters, "1MiB"),
+        ("crc_50B", small, sz.crc_small_calls, "call"),
+    ]
+    for workload, buf, calls, op_name in cases:
+        contenders = [("crc32c (pkg, unmasked)", peer_fn)]
+        if tbx_fn is not None:
+            contenders.append((TBX, tbx_fn))
+        best = {name: float("inf") for name, _ in contenders}
+        settle()
+        # Interleave repeats so drift (frequency, neighbours) hits both alike.
+        for _ in range(sz.crc_repeats):
+            for name, fn in contenders:
+                best[name] = min(best[name], _time_calls(fn, buf, calls))
+        for name, _fn in contenders:
+            t = best[name]
+            if op_name == "1MiB":
+                rate, unit = calls * len(buf) / t / 1e9, "GB/s"
+            else:
+                rate, unit = calls / t, "calls/s"
+            note = f"best of {sz.crc_repeats}"
+            if name == TBX:
+                note += f"; IMPLEMENTATION={impl_name}"
+            rows.append(Row(workload, name, calls, op_name, t, None, rate, unit, note=note))
+        if tbx_fn is None:
+            rows.append(Row(workload, TBX, calls, op_name,
+                            unavailable="tbx.record.masked_crc32c does not exist yet"))
+    return rows
+
+
+WORKLOADS: Dict[str, Callable[[Dict[str, Impl], Sizes], List[Row]]] = {
+    "scalars": scalars,
+    "histograms": histograms,
+    "images": images_workload,
+    "training_loop": training_loop,
+    "read": read,
+    "crc": crc,
+}

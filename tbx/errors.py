@@ -1,0 +1,29 @@
+"""Exceptions raised by tbx; all derive from TbxError."""
+
+
+class TbxError(Exception):
+    """Base class of every tbx-specific error."""
+
+
+class WriterClosedError(TbxError, RuntimeError):
+    """An add_*/flush call on a writer after close()."""
+
+
+class WriteError(TbxError, OSError):
+    """The background writer could not write an event file (path and cause in the message)."""
+
+
+class DataLossError(TbxError):
+    """A record in an event file failed its checksum.
+
+    Attributes:
+        path: the event file.
+        offset: byte offset of the bad record.
+        reason: which checksum failed.
+    """
+
+    def __init__(self, path, offset, reason):
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"checksum mismatch in {path} at byte {offset} ({reason})")
