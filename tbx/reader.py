@@ -314,77 +314,106 @@ def read_scalars(path: PathLike, lenient: bool = False, as_frame: bool | None = 
         FileNotFoundError: ``path`` does not exist.
     """
     pandas = _import_pandas(as_frame is True) if as_frame is not False else None
-    # Every (run, tag) pair gets a global id; points carry it until the end.
-    pair_run: list[int] = []  # global id -> index in run_names
-    pair_tag: list[str] = []  # global id -> tag
-    plugins: list[str | None] = []  # global id -> first plugin name seen
-    run_names: list[str] = []
-    run_tags: dict[str, int] = {}  # tag -> global id, for the current run
-    ids, steps, walls, values = [], [], [], []
-
+    points = _ScalarPoints()
     for run, file in _sources(path):
-        if not run_names or run != run_names[-1]:
-            run_names.append(run)
-            run_tags = {}
-        run_index = len(run_names) - 1
-        for _, (_, _, tags, ti, st, wt, va) in _scan(file, _decode, lenient, stats):
-            if not tags:
-                continue
-            local = np.empty(len(tags), dtype=np.int32)
-            for i, (tag, plugin) in enumerate(tags):  # once per tag per chunk
-                j = run_tags.get(tag)
-                if j is None:
-                    j = run_tags[tag] = len(plugins)
-                    pair_run.append(run_index)
-                    pair_tag.append(tag)
-                    plugins.append(plugin)
-                elif plugins[j] is None:
-                    plugins[j] = plugin
-                local[i] = j
-            index = np.frombuffer(ti, dtype="<i4")
-            if len(index):
-                _add(stats, "points", len(index))
-                ids.append(local[index])
-                steps.append(np.frombuffer(st, dtype="<i8"))
-                walls.append(np.frombuffer(wt, dtype="<f8"))
-                values.append(np.frombuffer(va, dtype="<f8"))
-
-    def column(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-        if not parts:
-            return np.empty(0, dtype)
-        return np.concatenate(parts).astype(dtype, copy=False)  # native byte order
-
-    gid = column(ids, np.int32)
-    scalar = np.fromiter((p == "scalars" for p in plugins), dtype=bool, count=len(plugins))
-    mask = scalar[gid]
-    kept = bool(mask.all())
-    if not kept:
-        gid = gid[mask]
-    cols = {}
-    for name, parts, dtype in (("step", steps, np.int64), ("wall_time", walls, np.float64),
-                               ("value", values, np.float64)):
-        col = column(parts, dtype)
-        cols[name] = col if kept else col[mask]
-
-    # Tag categories: distinct tag strings that have points, first seen first.
-    used = np.zeros(len(plugins), dtype=bool)
-    used[gid] = True
-    categories: dict[str, int] = {}
-    pair_code = np.full(len(plugins), -1, dtype=np.int32)
-    for j in np.flatnonzero(used).tolist():
-        pair_code[j] = categories.setdefault(pair_tag[j], len(categories))
-    tag_code = pair_code[gid]
-    run_code = np.asarray(pair_run, dtype=np.int32)[gid] if len(gid) else np.empty(0, np.int32)
-    tag_list = np.array(list(categories), dtype=object)
-    run_list = np.array(run_names, dtype=object)
+        points.start_run(run)
+        for _, (_, _, tags, index, steps, walls, values) in _scan(file, _decode, lenient, stats):
+            _add(stats, "points", points.add_chunk(tags, index, steps, walls, values))
+    run, tag, cols = points.columns()
     if pandas is not None:
         frame = {
-            "run": pandas.Categorical.from_codes(run_code, categories=run_names),
-            "tag": pandas.Categorical.from_codes(tag_code, categories=list(categories)),
+            "run": pandas.Categorical.from_codes(run[0], categories=run[1]),
+            "tag": pandas.Categorical.from_codes(tag[0], categories=tag[1]),
             **cols,
         }
         return pandas.DataFrame(frame, copy=False)
-    return {"run": np.take(run_list, run_code), "tag": np.take(tag_list, tag_code), **cols}
+    return {
+        "run": np.take(np.array(run[1], dtype=object), run[0]),
+        "tag": np.take(np.array(tag[1], dtype=object), tag[0]),
+        **cols,
+    }
+
+
+def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype)
+    return np.concatenate(parts).astype(dtype, copy=False)  # native byte order
+
+
+class _ScalarPoints:
+    """The decoded chunks of read_scalars, and their assembly into columns.
+
+    Every (run, tag) pair gets a global id; points carry it until the end,
+    when the pairs whose plugin is "scalars" are kept. No per-point Python.
+    """
+
+    def __init__(self) -> None:
+        self.pair_run: list[int] = []  # global id -> index in run_names
+        self.pair_tag: list[str] = []  # global id -> tag
+        self.plugins: list[str | None] = []  # global id -> first plugin name seen
+        self.run_names: list[str] = []
+        self.run_tags: dict[str, int] = {}  # tag -> global id, in the current run
+        self.parts: tuple[list[np.ndarray], ...] = ([], [], [], [])  # ids, steps, walls, values
+
+    def start_run(self, run: str) -> None:
+        if not self.run_names or run != self.run_names[-1]:
+            self.run_names.append(run)
+            self.run_tags = {}
+
+    def add_chunk(self, tags: list[tuple[str, str | None]], index: bytes, steps: bytes,
+                  walls: bytes, values: bytes) -> int:
+        """Take one decode_scalars result; returns its number of points."""
+        if not tags:
+            return 0
+        local = np.empty(len(tags), dtype=np.int32)
+        run_tags, plugins = self.run_tags, self.plugins
+        for i, (tag, plugin) in enumerate(tags):  # once per tag per chunk
+            j = run_tags.get(tag)
+            if j is None:
+                j = run_tags[tag] = len(plugins)
+                self.pair_run.append(len(self.run_names) - 1)
+                self.pair_tag.append(tag)
+                plugins.append(plugin)
+            elif plugins[j] is None:
+                plugins[j] = plugin
+            local[i] = j
+        ti = np.frombuffer(index, dtype="<i4")
+        if len(ti):
+            ids, st, wt, va = self.parts
+            ids.append(local[ti])
+            st.append(np.frombuffer(steps, dtype="<i8"))
+            wt.append(np.frombuffer(walls, dtype="<f8"))
+            va.append(np.frombuffer(values, dtype="<f8"))
+        return len(ti)
+
+    def columns(self) -> tuple[tuple[np.ndarray, list[str]], tuple[np.ndarray, list[str]], dict[str, np.ndarray]]:
+        """``((run codes, run names), (tag codes, tag names), numeric columns)``."""
+        ids, st, wt, va = self.parts
+        gid = _concat(ids, np.int32)
+        scalar = np.fromiter((p == "scalars" for p in self.plugins), dtype=bool, count=len(self.plugins))
+        mask = scalar[gid]
+        kept = bool(mask.all())
+        if not kept:
+            gid = gid[mask]
+        cols = {}
+        for name, parts, dtype in (("step", st, np.int64), ("wall_time", wt, np.float64),
+                                   ("value", va, np.float64)):
+            col = _concat(parts, dtype)
+            cols[name] = col if kept else col[mask]
+        # Tag categories: distinct tags that have points, first seen first.
+        used = np.zeros(len(self.plugins), dtype=bool)
+        used[gid] = True
+        tag_names: dict[str, int] = {}
+        pair_code = np.full(len(self.plugins), -1, dtype=np.int32)
+        for j in np.flatnonzero(used).tolist():
+            pair_code[j] = tag_names.setdefault(self.pair_tag[j], len(tag_names))
+        # Run categories: runs that have points, in order.
+        pair_run = np.asarray(self.pair_run, dtype=np.int32)
+        run_used = np.zeros(len(self.run_names), dtype=bool)
+        run_used[pair_run[used]] = True
+        run_code = (np.cumsum(run_used, dtype=np.int32) - 1)[pair_run[gid]]
+        runs = [r for r, u in zip(self.run_names, run_used.tolist()) if u]
+        return (run_code, runs), (pair_code[gid], list(tag_names)), cols
 
 
 # --- summaries for `tbx ls` --------------------------------------------------
@@ -416,42 +445,51 @@ def summarize(path: PathLike, lenient: bool = False) -> list[dict[str, Any]]:
         "tags": [{"tag", "kind", "count", "min_step", "max_step"}]}``,
         tags sorted by name.
     """
-    runs: dict[str, dict[str, Any]] = {}
+    files: dict[str, list[str]] = {}
     for run, file in _sources(path):
-        runs.setdefault(run, {"run": run, "files": [], "tags": {}})["files"].append(os.path.basename(file))
+        files.setdefault(run, []).append(os.path.basename(file))
+    # run -> tag -> [plugin kind or None, kind of the first value's form, count, min step, max step]
+    seen: dict[str, dict[str, list[Any]]] = {run: {} for run in files}
+
+    def entry(tags: dict[str, list[Any]], tag: str, form: str, step: int) -> list[Any]:
+        e = tags.get(tag)
+        if e is None:
+            e = tags[tag] = [None, form, 0, step, step]
+        e[2] += 1
+        if step < e[3]:
+            e[3] = step
+        elif step > e[4]:
+            e[4] = step
+        return e
+
     for run, event in read_events(path, lenient=lenient):
-        tags = runs[run]["tags"]
+        tags = seen[run]
         step = event.step
         what = event.WhichOneof("what")
-        found: list[tuple[str, str | None, str]] = []
         if what == "summary":
-            for value in event.summary.value:
-                plugin = value.metadata.plugin_data.plugin_name if value.HasField("metadata") else None
-                form = value.WhichOneof("value")
-                found.append((value.tag or value.node_name, plugin or None, _LEGACY_KINDS.get(form or "", "empty")))
+            for value in event.summary.value:  # the hot loop: keep it lean
+                tag = value.tag or value.node_name
+                e = tags.get(tag)
+                if e is None:
+                    e = entry(tags, tag, _LEGACY_KINDS.get(value.WhichOneof("value") or "", "empty"), step)
+                else:
+                    e[2] += 1
+                    if step < e[3]:
+                        e[3] = step
+                    elif step > e[4]:
+                        e[4] = step
+                if e[0] is None and value.HasField("metadata"):
+                    name = value.metadata.plugin_data.plugin_name
+                    if name:
+                        e[0] = _PLUGIN_KINDS.get(name, name)
         elif what in _EVENT_KINDS:
-            found.append((what, None, _EVENT_KINDS[what]))
+            entry(tags, what, _EVENT_KINDS[what], step)
         elif what == "tagged_run_metadata":
-            found.append((event.tagged_run_metadata.tag, None, "run_metadata"))
-        for tag, plugin, form_kind in found:
-            entry = tags.get(tag)
-            if entry is None:
-                entry = tags[tag] = {"tag": tag, "kind": None, "count": 0, "min_step": step, "max_step": step}
-            if entry["kind"] is None and plugin is not None:
-                entry["kind"] = _PLUGIN_KINDS.get(plugin, plugin)
-            entry.setdefault("_form", form_kind)
-            entry["count"] += 1
-            entry["min_step"] = min(entry["min_step"], step)
-            entry["max_step"] = max(entry["max_step"], step)
-    out = []
-    for run in sorted(runs):
-        info = runs[run]
-        tags = []
-        for tag in sorted(info["tags"]):
-            entry = info["tags"][tag]
-            form = entry.pop("_form")
-            if entry["kind"] is None:
-                entry["kind"] = form
-            tags.append(entry)
-        out.append({"run": run, "files": info["files"], "tags": tags})
-    return out
+            entry(tags, event.tagged_run_metadata.tag, "run_metadata", step)
+    return [
+        {"run": run, "files": files[run], "tags": [
+            {"tag": tag, "kind": e[0] or e[1], "count": e[2], "min_step": e[3], "max_step": e[4]}
+            for tag, e in sorted(seen[run].items())
+        ]}
+        for run in sorted(files)
+    ]

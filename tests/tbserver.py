@@ -206,7 +206,7 @@ class TensorBoardServer:
                 break
             if time.monotonic() > deadline:
                 raise TensorBoardError(
-                    "TensorBoard (%s loader) not ready after %.0f s (environment answered: %s); "
+                    "TensorBoard (%s loader) not ready after %.1f s (environment answered: %s); "
                     "stderr tail:\n%s"
                     % (self.loader, self.ready_timeout, self.environment is not None, self.stderr_tail())
                 )
