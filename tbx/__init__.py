@@ -11,14 +11,14 @@ from tbx.writer import SummaryWriter
 __version__ = "0.1.0"
 
 __all__ = [
-    "SummaryWriter", "read_events", "read_scalars",
+    "SummaryWriter", "read_events", "read_scalars", "ReadStats",
     "TbxError", "WriteError", "WriterClosedError", "DataLossError",
 ]
 
 
 def __getattr__(name):
     # The reader pulls in more than writing needs; load it on first use.
-    if name in ("read_events", "read_scalars"):
+    if name in ("read_events", "read_scalars", "ReadStats"):
         from tbx import reader
 
         return getattr(reader, name)

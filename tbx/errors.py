@@ -14,7 +14,7 @@ class WriteError(TbxError, OSError):
 
 
 class DataLossError(TbxError):
-    """A record in an event file failed its checksum.
+    """A record in an event file failed its checksum or does not parse.
 
     Attributes:
         path: the event file.
@@ -22,8 +22,8 @@ class DataLossError(TbxError):
         reason: which checksum failed.
     """
 
-    def __init__(self, path, offset, reason):
+    def __init__(self, path, offset, reason, message=None):
         self.path = path
         self.offset = offset
         self.reason = reason
-        super().__init__(f"checksum mismatch in {path} at byte {offset} ({reason})")
+        super().__init__(message or f"checksum mismatch in {path} at byte {offset} ({reason})")

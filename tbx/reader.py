@@ -236,9 +236,10 @@ def read_records(path: PathLike, lenient: bool = False, stats: Any = None) -> It
 
 
 def _unparsable(path: str, offset: int, exc: Exception) -> DataLossError:
-    err = DataLossError(path, offset, "event proto")
-    err.args = (f"record in {path} at byte {offset} has good checksums but is not an Event ({exc})",)
-    return err
+    return DataLossError(
+        path, offset, "event proto",
+        f"record in {path} at byte {offset} has good checksums but is not an Event ({exc})",
+    )
 
 
 def read_events(
