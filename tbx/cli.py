@@ -4,7 +4,7 @@ Subcommands::
 
     tbx ls LOGDIR [--json]     runs, tags, kinds, counts and step ranges
     tbx verify LOGDIR          check every record of every event file
-    tbx demo ...               (registered only when tbx/demo.py exists)
+    tbx demo [--logdir DIR]    train a small model and log it (a run to view in TensorBoard)
 
 Exit status: 0 success, 1 handled error (one line on stderr; ``TBX_DEBUG=1``
 adds the traceback), 2 usage error (argparse's default). With no arguments the
@@ -14,8 +14,6 @@ help is printed and the status is 2.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -156,28 +154,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-# --- demo: owned by tbx/demo.py ------------------------------------------------
-# `tbx demo` is registered only when tbx/demo.py exists. That module provides
-# `add_arguments(parser)` (fills in the subparser: arguments, description,
-# epilog with an example) and `main(args) -> int` (the exit status). It is
-# imported only when the parser is built, never when tbx.cli is imported.
+# --- demo ----------------------------------------------------------------------
 
 def _add_demo(sub: Any) -> None:
-    """Register `tbx demo` if tbx/demo.py exists (it provides add_arguments and main)."""
-    if importlib.util.find_spec("tbx.demo") is None:
-        return
-    p = sub.add_parser("demo", help="write a demonstration logdir",
+    """Register `tbx demo` (tbx/demo.py fills in its arguments and runs it)."""
+    from tbx import demo
+
+    p = sub.add_parser("demo", help="train a small model and log it: a run to open in TensorBoard",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    try:
-        demo = importlib.import_module("tbx.demo")
-    except ImportError as exc:
-        unavailable = f"tbx demo is unavailable: {exc}"
-
-        def broken(args: argparse.Namespace) -> int:
-            raise CLIError(unavailable)
-
-        p.set_defaults(func=broken)
-        return
     demo.add_arguments(p)
     p.set_defaults(func=demo.main)
 

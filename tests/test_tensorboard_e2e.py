@@ -10,6 +10,7 @@ import io
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -62,27 +63,33 @@ def write_logdir(root):
     walltime=None; ``histograms`` {(run, tag): [(step, wall, values)]};
     ``images`` {(run, tag): [(step, wall, [HWC uint8 array per sample])]};
     ``text`` {(run, tag): [(step, wall, str)]}; ``resumed`` (see below);
-    ``files`` {run: [event file names in creation order]} for the restarted runs.
+    ``files`` {run: [event file names in creation order]}.
     """
     root = os.fspath(root)
     out = {"runs": set(), "scalars": {}, "auto_wall": {}, "histograms": {}, "images": {}, "text": {}, "files": {}}
 
-    def closed(writer, run):
-        """Close ``writer``; record the run's event files in creation order."""
-        writer.close()
+    def writer(run, **kwargs):
+        out["runs"].add(run)
+        return SummaryWriter(os.path.join(root, run), **kwargs)
+
+    def closed(w, run):
+        """Close ``w``; record the run's event files in creation order."""
+        w.close()
         seen = out["files"].setdefault(run, [])
         seen.extend(sorted(set(os.listdir(os.path.join(root, run))) - set(seen)))
 
-    def scalar(writer, run, tag, step, value, wall, new_style):
-        writer.add_scalar(tag, value, step, walltime=wall, new_style=new_style)
+    def scalar(w, run, tag, step, value, wall, new_style):
+        w.add_scalar(tag, value, step, walltime=wall, new_style=new_style)
         out["scalars"].setdefault((run, tag), []).append((step, value, wall))
 
-    # Run "train": 1500-step legacy and new-style scalars with NaN/inf, extreme and
-    # negative steps, a weird tag, and a restart (second writer, second file).
-    out["runs"].add("train")
-    train = os.path.join(root, "train")
+    def histogram(w, run, tag, step, wall, values, **kwargs):
+        w.add_histogram(tag, values, step, walltime=wall, **kwargs)
+        out["histograms"].setdefault((run, tag), []).append((step, wall, values))
+
+    # Run "train": 1500-step legacy and new-style scalars with NaN/inf, weird tags, and
+    # a restart: a second writer, hence a second file, continues at step 1000.
     for first, last in ((0, RESTART_STEP), (RESTART_STEP, SCALAR_STEPS)):
-        w = SummaryWriter(train)
+        w = writer("train")
         for step in range(first, last):
             scalar(w, "train", "loss", step, _scalar_value(step, 0.0), _wall(step), False)
             scalar(w, "train", "acc/new_style", step, _scalar_value(step, 1.0), _wall(step, 0.001), True)
@@ -94,35 +101,40 @@ def write_logdir(root):
             before = time.time()
             for step in range(3):
                 w.add_scalar("auto_walltime", step * 2.0, step)
-            out["auto_wall"][("train", "auto_walltime")] = ([0, 1, 2], before, time.time())
+            out["auto_wall"]["train", "auto_walltime"] = ([0, 1, 2], before, time.time())
         closed(w, "train")
 
-    # Run "hist": histograms over more than 60 steps, default and explicit bins.
-    out["runs"].add("hist")
-    w = SummaryWriter(os.path.join(root, "hist"))
+    # Run "hist": histograms over more than 60 steps: default bins, explicit bins,
+    # and data with NaN/inf (which cannot be bucketed; every finite value must be).
     rng = np.random.default_rng(7)
-    for step in range(HIST_STEPS):
-        wall = _wall(step, 10.0)
-        values = rng.normal(loc=step * 0.05, scale=1.0 + step * 0.01, size=500)
-        w.add_histogram("hist/default_bins", values, step, walltime=wall)
-        out["histograms"].setdefault(("hist", "hist/default_bins"), []).append((step, wall, values))
-        ints = rng.integers(-50, 50, size=300).astype(np.float64)
-        w.add_histogram("hist/bins30", ints, step, bins=30, walltime=wall)
-        out["histograms"].setdefault(("hist", "hist/bins30"), []).append((step, wall, ints))
-    closed(w, "hist")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "add_histogram", RuntimeWarning)  # tbx's NaN/inf notice
+        w = writer("hist")
+        for step in range(HIST_STEPS):
+            wall = _wall(step, 10.0)
+            normal = rng.normal(loc=step * 0.05, scale=1.0 + step * 0.01, size=500)
+            histogram(w, "hist", "hist/default_bins", step, wall, normal)
+            ints = rng.integers(-50, 50, size=300).astype(np.float64)
+            histogram(w, "hist", "hist/bins30", step, wall, ints, bins=30)
+            mixed = np.concatenate([rng.uniform(-1, 1, size=50), [np.nan, np.inf, -np.inf][: 1 + step % 3]])
+            histogram(w, "hist", "hist/nonfinite", step, wall, mixed)
+        closed(w, "hist")
 
-    # Run "media": two images per step via add_images (NCHW), one HWC add_image tag, text.
-    out["runs"].add("media")
-    w = SummaryWriter(os.path.join(root, "media"))
+    # Run "media": two images per step via add_images, as samples and as a grid, an
+    # HWC add_image tag, and text.
+    w = writer("media")
     for k in range(IMAGE_STEPS):
         step, wall = 10 * k, _wall(k, 20.0)
         batch = np.stack([_image(step, i) for i in range(IMG_N)])
-        w.add_images("img/pair", batch, step, walltime=wall, dataformats="NCHW")
         pixels = [img.transpose(1, 2, 0) for img in batch]
+        # tbx's as_grid=False: each image is its own sample of the step.
+        w.add_images("img/pair", batch, step, walltime=wall, dataformats="NCHW", as_grid=False)
         out["images"].setdefault(("media", "img/pair"), []).append((step, wall, pixels))
+        # torch's default: one image tiling the batch, 8 per row, no padding.
+        w.add_images("img/grid", batch, step, walltime=wall, dataformats="NCHW")
+        out["images"].setdefault(("media", "img/grid"), []).append((step, wall, [np.hstack(pixels)]))
     for step in (0, 5, 9):
-        wall = _wall(step, 30.0)
-        img = _image(step, 99, hwc=True)
+        wall, img = _wall(step, 30.0), _image(step, 99, hwc=True)
         w.add_image("img/hwc " + WEIRD_TAG, img, step, walltime=wall, dataformats="HWC")
         out["images"].setdefault(("media", "img/hwc " + WEIRD_TAG), []).append((step, wall, [img]))
     for step in range(TEXT_STEPS):
@@ -135,8 +147,7 @@ def write_logdir(root):
 
     # A run directory with unusual characters; extreme and negative steps. (Not in
     # "train": a restart marker there may rightly purge steps above the restart.)
-    out["runs"].add(WEIRD_RUN)
-    w = SummaryWriter(os.path.join(root, WEIRD_RUN))
+    w = writer(WEIRD_RUN)
     for i, step in enumerate(EXTREME_STEPS):
         scalar(w, WEIRD_RUN, "steps/legacy", step, float(i) - 0.5, _wall(i, 1.0), False)
         scalar(w, WEIRD_RUN, "steps/new_style", step, float(i) + 0.25, _wall(i, 2.0), True)
@@ -144,13 +155,11 @@ def write_logdir(root):
 
     # Run "resumed": steps 0..19, then a restart with purge_step=10 writing 10..14.
     # Both loaders must show 0..9 from the first file and 10..14 from the second.
-    out["runs"].add("resumed")
-    resumed = os.path.join(root, "resumed")
-    w = SummaryWriter(resumed)
+    w = writer("resumed")
     for step in range(20):
         w.add_scalar("x", float(step), step, walltime=_wall(step, 60.0))
     closed(w, "resumed")
-    w = SummaryWriter(resumed, purge_step=10)
+    w = writer("resumed", purge_step=10)
     for step in range(10, 15):
         w.add_scalar("x", 100.0 + step, step, walltime=_wall(step, 70.0))
     closed(w, "resumed")
@@ -273,9 +282,6 @@ def normalize(view):
     }
 
 
-_VIEWS = {}
-
-
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_logdir")
@@ -284,17 +290,16 @@ def written(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def views(written):
-    """Per-loader views, fetched on first use, so any test order or -k works."""
-    root = written[0]
-    _VIEWS.clear()
+    """``views(load_fast)``: that loader's view, fetched on first use, so any test
+    order or ``-k`` selection works and each loader is started once per module."""
+    fetched = {}
 
     def get(load_fast):
-        if load_fast not in _VIEWS:
-            _VIEWS[load_fast] = collect(root, load_fast)
-        return _VIEWS[load_fast]
+        if load_fast not in fetched:
+            fetched[load_fast] = collect(written[0], load_fast)
+        return fetched[load_fast]
 
-    yield get
-    _VIEWS.clear()
+    return get
 
 
 @pytest.fixture(params=LOADERS)
@@ -424,7 +429,8 @@ def test_histogram_bins(view, written):
             assert bins[0][2] > 0 and bins[-1][2] > 0, "%s step %d: empty end bin %r" % (what, step, bins)
             finite = int(np.isfinite(values).sum())
             assert sum(c for _l, _r, c in bins) == finite, "%s step %d: counts sum" % (what, step)
-            assert bins[0][0] <= values.min() + 1e-6 and bins[-1][1] >= values.max() - 1e-6
+            finite_values = values[np.isfinite(values)]
+            assert bins[0][0] <= finite_values.min() + 1e-6 and bins[-1][1] >= finite_values.max() - 1e-6
 
 
 def test_histograms_and_distributions_endpoints(view, written):

@@ -16,11 +16,13 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as legacy_acc
 from tensorboard.backend.event_processing import plugin_event_accumulator as plugin_acc
+from tensorboard.backend.event_processing import tag_types
 from tensorboard.util import tensor_util
 
 from test_tensorboard_e2e import EXTREME_STEPS, WEIRD_RUN, write_logdir, written_histogram_bins
 
 KEEP_ALL = 0  # size guidance 0 keeps every event
+KINDS = ("scalars", "histograms", "images", "text")  # plugin names, also our result keys
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +40,13 @@ def _legacy(run_dir):
 
 
 def _plugin(run_dir):
-    plugins = ("scalars", "histograms", "images", "text")
     acc = plugin_acc.EventAccumulator(
         os.fspath(run_dir),
-        size_guidance={plugin_acc.TENSORS: KEEP_ALL},
-        tensor_size_guidance={name: KEEP_ALL for name in plugins},
+        size_guidance={tag_types.TENSORS: KEEP_ALL},
+        tensor_size_guidance={name: KEEP_ALL for name in KINDS},
     )
     acc.Reload()
     return acc
-
-
-def _tensor_events(acc, tag):
-    return [(e.step, e.wall_time, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
 
 
 def read_run(acc, legacy):
@@ -58,35 +55,34 @@ def read_run(acc, legacy):
     Scalars become floats; histograms ``[[left, right, count], ...]`` rows, or for a
     legacy ``HistogramProto`` seen by the legacy accumulator, a dict of its fields;
     images a list of PNG byte strings per step; text a list of strings per step.
+    ``forms`` maps (kind, tag) to the set of (dtype, shape) of its tensors, plus the
+    (width, height) header for image tensors.
     """
     tags = acc.Tags()
-    out = {"scalars": {}, "histograms": {}, "images": {}, "text": {}}
+    out = {kind: {} for kind in KINDS + ("forms",)}
     if legacy:
         for tag in tags[legacy_acc.SCALARS]:
             out["scalars"][tag] = [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)]
         for tag in tags[legacy_acc.HISTOGRAMS]:
-            out["histograms"][tag] = [(e.step, e.wall_time, dataclasses.asdict(e.histogram_value)) for e in acc.Histograms(tag)]
+            out["histograms"][tag] = [
+                (e.step, e.wall_time, dataclasses.asdict(e.histogram_value)) for e in acc.Histograms(tag)
+            ]
         for tag in tags[legacy_acc.IMAGES]:
             out["images"][tag] = [(e.step, e.wall_time, [e.encoded_image_string]) for e in acc.Images(tag)]
-        tensor_plugins = {}
-        for tag in tags[legacy_acc.TENSORS]:
-            metadata = acc.SummaryMetadata(tag)
-            tensor_plugins[tag] = metadata.plugin_data.plugin_name
-    else:
-        tensor_plugins = {
-            tag: acc.SummaryMetadata(tag).plugin_data.plugin_name for tag in tags[plugin_acc.TENSORS]
-        }
-    for tag, plugin in tensor_plugins.items():
-        events = _tensor_events(acc, tag)
-        if plugin == "scalars":
-            for _s, _w, arr in events:
-                assert arr.shape == () and arr.dtype == np.float32, "%s: scalar tensor %s %s" % (tag, arr.dtype, arr.shape)
+    for tag in tags[tag_types.TENSORS]:
+        kind = acc.SummaryMetadata(tag).plugin_data.plugin_name
+        if kind not in KINDS:
+            continue
+        events = [(e.step, e.wall_time, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+        out["forms"][kind, tag] = {(arr.dtype.str, arr.shape) for _s, _w, arr in events}
+        if kind == "scalars":
             out["scalars"][tag] = [(s, w, float(arr)) for s, w, arr in events]
-        elif plugin == "histograms":
+        elif kind == "histograms":
             out["histograms"][tag] = [(s, w, arr.tolist()) for s, w, arr in events]
-        elif plugin == "images":
+        elif kind == "images":
+            out["forms"]["image_size", tag] = [(int(arr[0]), int(arr[1])) for _s, _w, arr in events]
             out["images"][tag] = [(s, w, list(arr[2:])) for s, w, arr in events]
-        elif plugin == "text":
+        else:
             out["text"][tag] = [(s, w, [x.decode("utf-8") for x in arr.reshape(-1)]) for s, w, arr in events]
     return out
 
@@ -122,6 +118,8 @@ def test_scalars(loaded, written, acc):
     for (run, tag), expected in out["scalars"].items():
         got = loaded[acc, run]["scalars"][tag]
         what = "%s %s/%s" % (acc, run, tag)
+        form = loaded[acc, run]["forms"].get(("scalars", tag))
+        assert form in (None, {("<f4", ())}), "%s: scalar tensors must be rank-0 float32, got %r" % (what, form)
         assert [s for s, _w, _v in got] == [s for s, _v, _w in expected], what + ": steps"
         for (step, wall, value), (_s, want, want_wall) in zip(got, expected):
             assert abs(wall - want_wall) <= 1e-6, "%s step %d: wall %r != %r" % (what, step, wall, want_wall)
@@ -173,8 +171,11 @@ def test_images(loaded, written, acc):
         what = "%s %s/%s" % (acc, run, tag)
         assert got is not None, what + ": missing"
         assert [s for s, _w, _p in got] == [s for s, _w, _p in logged], what + ": steps"
-        for (step, wall, pngs), (_s, want_wall, pixels) in zip(got, logged):
+        sizes = loaded[acc, run]["forms"].get(("image_size", tag), [None] * len(got))
+        for (step, wall, pngs), size, (_s, want_wall, pixels) in zip(got, sizes, logged):
             assert abs(wall - want_wall) <= 1e-6
+            height, width = pixels[0].shape[:2]
+            assert size in (None, (width, height)), "%s step %d: tensor header %r" % (what, step, size)
             assert len(pngs) == len(pixels), "%s step %d: %d images, %d written" % (what, step, len(pngs), len(pixels))
             for png, want in zip(pngs, pixels):
                 assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), want), "%s step %d" % (what, step)
@@ -202,11 +203,12 @@ def _comparable(value):
 
 
 def test_accumulators_agree(loaded, written):
-    """Where both accumulators expose a kind the same way, they return identical data."""
+    """Both accumulators list the same tags and, but for legacy histograms, the same data."""
     for run in written[1]["runs"]:
         legacy, plugin = loaded["legacy", run], loaded["plugin", run]
-        for kind in ("scalars", "histograms", "images", "text"):
-            for tag in set(legacy[kind]) & set(plugin[kind]):
+        for kind in KINDS:
+            assert set(legacy[kind]) == set(plugin[kind]), (run, kind)
+            for tag in legacy[kind]:
                 if kind == "histograms" and isinstance(legacy[kind][tag][0][2], dict):
                     continue  # legacy HistogramProto: compared with the data in test_histograms
                 assert _comparable(legacy[kind][tag]) == _comparable(plugin[kind][tag]), (run, kind, tag)
