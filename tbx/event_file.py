@@ -27,6 +27,9 @@ from tbx.proto import event_pb2
 WRITE_INTERVAL = 0.02
 """Seconds between writer-thread cycles: the most a record waits before it reaches the OS."""
 
+IDLE_WAIT = 1.0
+"""Seconds an idle writer thread sleeps; a record handed to an empty queue wakes it at once."""
+
 MAX_PENDING_RECORDS = 1 << 18
 """Records queued but not yet written before ``write`` blocks the caller."""
 
@@ -151,6 +154,7 @@ class EventFileWriter:
         self._fd = None
         self._unwritten = b""
         self._dirty = False
+        self._wrote = False
         self._last_sync = time.monotonic()
         self._thread = None
         self.path = None
@@ -165,9 +169,14 @@ class EventFileWriter:
         self.path = path
         head = header_record()
         if self._purge_step is not None:
+            # TensorBoard's Python loader ignores the first SessionLog START of a
+            # run and purges steps >= s at every later one. Earlier files of the
+            # run may hold no START (torch's do not), so write it twice: the
+            # second always purges. The Rust loader ignores SessionLog and drops
+            # re-logged steps on its own.
             event = event_pb2.Event(wall_time=time.time(), step=self._purge_step)
             event.session_log.status = event_pb2.SessionLog.START
-            head += record.frame(event.SerializeToString())
+            head += record.frame(event.SerializeToString()) * 2
         self._records.appendleft(head)
 
     def _start(self):
@@ -180,8 +189,11 @@ class EventFileWriter:
         """Queue framed record bytes; they reach the OS within WRITE_INTERVAL."""
         if self._closed or self._error is not None:
             self._check()
-        self._records.append(data)
-        if len(self._records) > MAX_PENDING_RECORDS:
+        records = self._records
+        if not records:
+            self._wake.set()  # the writer thread may be in its idle sleep
+        records.append(data)
+        if len(records) > MAX_PENDING_RECORDS:
             self._wait_for_room()
 
     def submit(self, fn, *args, nbytes=0):
@@ -287,13 +299,17 @@ class EventFileWriter:
     # -- writer thread -------------------------------------------------------
 
     def _run(self):
+        busy = True
         while True:
-            self._wake.wait(WRITE_INTERVAL)
+            # Busy: poll every WRITE_INTERVAL. Idle (nothing written last cycle and
+            # no job pending): sleep until write() wakes us on an empty queue.
+            self._wake.wait(WRITE_INTERVAL if busy or self._jobs else IDLE_WAIT)
             self._wake.clear()
             with self._cv:
                 target = self._flush_requested
                 stop = self._stop
             ok = self._write_cycle()
+            busy = self._wrote
             if ok and self._dirty and (
                 self._fsync_requested
                 or time.monotonic() - self._last_sync >= self.flush_secs
@@ -328,6 +344,7 @@ class EventFileWriter:
     def _write_cycle(self, final=False):
         """Write everything queued; True on success (False: error recorded, data kept)."""
         data = self._collect()
+        self._wrote = bool(data)
         if not data:
             return True
         try:

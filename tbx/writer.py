@@ -148,6 +148,8 @@ class SummaryWriter:
         if file._closed or file._error is not None:
             file._check()
         records = file._records
+        if not records:
+            file._wake.set()  # the writer thread may be in its idle sleep
         records.append(data)
         if len(records) > MAX_PENDING_RECORDS:
             file._wait_for_room()

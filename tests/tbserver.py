@@ -181,10 +181,10 @@ class TensorBoardServer:
             try:
                 self._wait_ready()
                 return
-            except _PortTaken:
+            except _PortTaken as taken:
                 self._kill_quietly()
                 if attempt == 2:
-                    raise TensorBoardError("could not bind a free port:\n" + self.stderr_tail())
+                    raise TensorBoardError("could not bind a free port; stderr tail:\n%s" % taken) from None
             except BaseException:
                 self._kill_quietly()
                 raise
@@ -195,7 +195,7 @@ class TensorBoardServer:
             if self.proc.poll() is not None:
                 tail = self.stderr_tail()
                 if "Address already in use" in tail or "could not bind to port" in tail.lower():
-                    raise _PortTaken()
+                    raise _PortTaken(tail)
                 raise TensorBoardError(
                     "TensorBoard (%s loader) exited with %s before it was ready; stderr tail:\n%s"
                     % (self.loader, self.proc.returncode, tail)
@@ -240,10 +240,7 @@ class TensorBoardServer:
     def _find_data_servers(self):
         table = _proc_table()
         pids = {p for p in _descendants(self.proc.pid, table) if _is_data_server(table[p][1])}
-        # Orphans (reparented to init) are recognised by their --logdir argument.
-        logdir_arg = "--logdir=%s" % self.logdir
-        pids.update(p for p, (_pp, argv) in table.items() if _is_data_server(argv) and logdir_arg in argv)
-        return pids
+        return pids | self._orphans(table)
 
     def stop(self):
         """Kill TensorBoard; raise if a data server process survives it."""
@@ -251,7 +248,6 @@ class TensorBoardServer:
             return
         self._data_server_pids.update(self._find_data_servers())
         self._kill_quietly()
-        survivors = set()
         deadline = time.monotonic() + 10
         while True:
             table = _proc_table()
@@ -273,6 +269,7 @@ class TensorBoardServer:
             )
 
     def _orphans(self, table):
+        """Data servers for our logdir, even those reparented to init."""
         logdir_arg = "--logdir=%s" % self.logdir
         return {p for p, (_pp, argv) in table.items() if _is_data_server(argv) and logdir_arg in argv}
 
