@@ -15,7 +15,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -113,6 +113,7 @@ class Row:
     records: Optional[int] = None  # summary values found in the files afterwards
     expected_records: Optional[int] = None
     note: str = ""
+    disk_bytes: Optional[int] = None  # size of the event files read or written
     unavailable: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -239,7 +240,11 @@ def count_summary_values(logdir: str) -> Dict[str, int]:
 
     counts = {"scalar": 0, "histogram": 0, "image": 0, "other": 0, "events": 0}
     Event = event_pb2.Event
+    by_plugin = {"scalars": "scalar", "histograms": "histogram", "images": "image"}
     for path in event_files(logdir):
+        # Like TensorBoard, a tag's plugin comes from the first SummaryMetadata
+        # seen for it; writers may send it with the first value only.
+        plugin_of: Dict[str, str] = {}
         for payload in iter_record_payloads(path):
             ev = Event.FromString(payload)
             counts["events"] += 1
@@ -254,17 +259,10 @@ def count_summary_values(logdir: str) -> Dict[str, int]:
                 elif kind == "image":
                     counts["image"] += 1
                 elif kind == "tensor":
-                    plugin = v.metadata.plugin_data.plugin_name
-                    if plugin in ("scalars",) or (
-                        not plugin and len(v.tensor.tensor_shape.dim) == 0
-                    ):
-                        counts["scalar"] += 1
-                    elif plugin == "histograms":
-                        counts["histogram"] += 1
-                    elif plugin == "images":
-                        counts["image"] += 1
-                    else:
-                        counts["other"] += 1
+                    if v.tag not in plugin_of and v.HasField("metadata"):
+                        plugin_of[v.tag] = v.metadata.plugin_data.plugin_name
+                    plugin = plugin_of.get(v.tag, "")
+                    counts[by_plugin.get(plugin, "other")] += 1
                 else:
                     counts["other"] += 1
     return counts

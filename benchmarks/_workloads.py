@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List
 
 from _bench_common import (
-    PEERS,
     TBX,
     WRITER_IMPLS,
     Impl,
     Row,
     count_summary_values,
+    event_files,
     fresh_logdir,
     histogram_arrays,
     images,
@@ -85,6 +85,10 @@ QUICK = Sizes(
 # --------------------------------------------------------------------------
 
 
+SHORT_RUN_S = 1.0
+SHORT_RUN_REPEATS = 3
+
+
 def _warm_up(impl: Impl) -> None:
     """One of each add_* kind into a throwaway logdir, untimed: pays lazy
     imports and first-call costs so they are not charged to the workload."""
@@ -113,31 +117,45 @@ def _run_writer(
     except Exception as exc:
         row.unavailable = f"warm-up failed: {type(exc).__name__}: {exc}"
         return row
-    with fresh_logdir(f"{workload}-{impl.name}") as d:
-        settle()
-        try:
-            t0 = time.perf_counter()
-            w = impl.writer_cls(d)
-            t1 = time.perf_counter()
-            body(w)
-            t2 = time.perf_counter()
-            w.close()
-            t3 = time.perf_counter()
-        except Exception as exc:
-            traceback.print_exc()
-            row.unavailable = f"error: {type(exc).__name__}: {exc}"
-            return row
-        row.total_s = t3 - t0
-        row.caller_s = t2 - t1
-        row.extra["construct_s"] = t1 - t0
-        row.extra["close_s"] = t3 - t2
-        counts = count_summary_values(d)
-        row.extra["found"] = counts
-        row.records = sum(counts[k] for k in expected)
-        row.expected_records = sum(expected.values())
-        missing = [f"{k} {counts[k]}/{v}" for k, v in expected.items() if counts[k] != v]
-        if missing:
-            row.note = "WRONG COUNT: " + ", ".join(missing)
+    runs = []
+    while True:
+        with fresh_logdir(f"{workload}-{impl.name}") as d:
+            settle()
+            try:
+                t0 = time.perf_counter()
+                w = impl.writer_cls(d)
+                t1 = time.perf_counter()
+                body(w)
+                t2 = time.perf_counter()
+                w.close()
+                t3 = time.perf_counter()
+            except Exception as exc:
+                traceback.print_exc()
+                row.unavailable = f"error: {type(exc).__name__}: {exc}"
+                return row
+            counts = count_summary_values(d)
+            disk = sum(os.path.getsize(f) for f in event_files(d))
+            runs.append((t3 - t0, t2 - t1, t1 - t0, t3 - t2, counts, disk))
+        # A run under a second is at the mercy of one scheduling hiccup on a
+        # small shared machine; take the median of three. Long runs average
+        # themselves out and are run once.
+        if runs[0][0] >= SHORT_RUN_S or len(runs) == SHORT_RUN_REPEATS:
+            break
+    ranked = sorted(runs, key=lambda r: r[0])
+    total, caller, construct, close, counts, disk = ranked[len(ranked) // 2]
+    row.total_s, row.caller_s = total, caller
+    row.extra.update(construct_s=construct, close_s=close, found=counts,
+                     all_totals_s=[r[0] for r in runs], all_callers_s=[r[1] for r in runs])
+    row.disk_bytes = disk
+    row.records = sum(counts[k] for k in expected)
+    row.expected_records = sum(expected.values())
+    bad = [r[4] for r in runs if any(r[4][k] != v for k, v in expected.items())]
+    if bad:
+        missing = [f"{k} {bad[0][k]}/{v}" for k, v in expected.items() if bad[0][k] != v]
+        row.records = sum(bad[0][k] for k in expected)
+        row.note = "WRONG COUNT: " + ", ".join(missing)
+    if len(runs) > 1:
+        row.note = (row.note + "; " if row.note else "") + f"median of {len(runs)} runs"
     settle()
     return row
 
@@ -242,7 +260,7 @@ def training_loop(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
             body,
             {"scalar": 8 * n, "histogram": n_hist, "image": n_img},
         )
-        row.note = (row.note + " " if row.note else "") + f"{n} steps"
+        row.note = f"{n} steps" + ("; " + row.note if row.note else "")
         if row.total_s:
             row.rate, row.rate_unit = events / row.total_s, "ev/s"
         rows.append(row)
@@ -337,16 +355,15 @@ def read(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
         with fresh_logdir(workload) as d:
             how = _write_scalar_logdir(impls, d, n, new_style)
             size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
-            how += f", {size / 2**20:.0f} MiB"
             settle()
             elapsed, count, peer_sum = _event_accumulator_read(d, new_style)
             row = Row(workload, "EventAccumulator", n, "event", elapsed, None,
-                      n / elapsed, "ev/s", count, n, how)
+                      n / elapsed, "ev/s", count, n, how, disk_bytes=size)
             if count != n:
                 row.note = f"WRONG COUNT {count}/{n}; " + how
             rows.append(row)
             settle()
-            row = Row(workload, TBX, n, "event", expected_records=n)
+            row = Row(workload, TBX, n, "event", expected_records=n, disk_bytes=size)
             if not tbx_reader_ok:
                 row.unavailable = "tbx.read_scalars does not exist yet"
             else:

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -75,6 +75,14 @@ def fmt_rate(r: Optional[float], unit: str) -> str:
     return f"{r:.1f} {unit}"
 
 
+def fmt_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.0f} KiB"
+
+
 def fmt_ratio(x: Optional[float]) -> str:
     return "-" if x is None else (f"{x:.1f}×" if x >= 10 else f"{x:.2f}×")
 
@@ -99,14 +107,14 @@ def peer_rows(rows: List[Row], workload: str) -> List[Row]:
 def print_table(rows: List[Row]) -> None:
     headers = [
         "workload", "impl", "ops", "total s", "per op", "caller s", "caller/op",
-        "rate", "peer/tbx total", "peer/tbx caller", "written", "notes",
+        "rate", "peer/tbx total", "peer/tbx caller", "written", "file", "notes",
     ]
     table = []
     for r in rows:
         t = tbx_row(rows, r.workload)
         if r.unavailable is not None:
             table.append([r.workload, r.impl, f"{r.ops:,}", "unavailable", "", "", "", "",
-                          "", "", "", r.unavailable[:90]])
+                          "", "", "", "", r.unavailable[:90]])
             continue
         is_peer = r.impl != TBX
         total_ratio = _div(r.total_s, t.total_s) if (is_peer and t) else None
@@ -117,10 +125,11 @@ def print_table(rows: List[Row]) -> None:
         table.append([
             r.workload, r.impl, f"{r.ops:,}", fmt_secs(r.total_s), fmt_time(r.per_op_s),
             fmt_secs(r.caller_s), fmt_time(r.caller_per_op_s), fmt_rate(r.rate, r.rate_unit),
-            fmt_ratio(total_ratio), fmt_ratio(caller_ratio), written, r.note,
+            fmt_ratio(total_ratio), fmt_ratio(caller_ratio), written, fmt_bytes(r.disk_bytes),
+            r.note,
         ])
     widths = [max(len(str(x[i])) for x in table + [headers]) for i in range(len(headers))]
-    right = {2, 3, 4, 5, 6, 7, 8, 9, 10}
+    right = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
     def line(cells):
         out = []

@@ -47,7 +47,7 @@ def scalar_value(value, name="scalar_value"):
         size = value.numel() if is_torch_tensor(value) else value.size
         if size != 1:
             raise ValueError(f"{name} must hold exactly one value, got shape {tuple(value.shape)}")
-        if is_torch_tensor(value) and value.is_complex() or np.iscomplexobj(value):
+        if value.is_complex() if is_torch_tensor(value) else np.iscomplexobj(value):
             raise TypeError(f"{name} must be a real number, got a complex {type(value).__name__}")
         return float(value.item())
     raise TypeError(f"{name} must be a real number (int, float, numpy or torch scalar), got {_describe(value)}")

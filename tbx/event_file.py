@@ -42,8 +42,12 @@ _live_writers = weakref.WeakSet()
 
 
 def event_file_name(suffix=""):
-    """``events.out.tfevents.<10-digit seconds>.<host>.<pid>.<counter><suffix>``."""
-    return "events.out.tfevents.%010d.%s.%d.%d%s" % (
+    """``events.out.tfevents.<10-digit seconds>.<host>.<pid>.<counter><suffix>``.
+
+    The counter is zero-padded so that files of one process sort in creation
+    order even when several are opened within the same second.
+    """
+    return "events.out.tfevents.%010d.%s.%d.%06d%s" % (
         int(time.time()), socket.gethostname(), os.getpid(), next(_file_counter), suffix,
     )
 
@@ -57,9 +61,10 @@ def header_record(wall_time=None):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "nbytes", "result", "error", "done")
+    __slots__ = ("fn", "args", "nbytes", "result", "error", "done", "wake")
 
-    def __init__(self, fn, args, nbytes):
+    def __init__(self, fn, args, nbytes, wake):
+        self.wake = wake  # the writer thread's event: a finished job is written at once
         self.fn = fn
         self.args = args
         self.nbytes = nbytes
@@ -75,6 +80,7 @@ class _Job:
         finally:
             self.fn = self.args = None
             self.done.set()
+            self.wake.set()
 
 
 class _Pool:
@@ -139,6 +145,7 @@ class EventFileWriter:
 
     def _init_state(self):
         self.seen = set()  # tags whose metadata is already in this file
+        self.max_records = MAX_PENDING_RECORDS
         self._records = collections.deque()
         self._jobs = collections.deque()
         self._job_bytes = 0
@@ -153,6 +160,7 @@ class EventFileWriter:
         self._stop = False
         self._fd = None
         self._unwritten = b""
+        self._head = b""  # header records of a newly opened file: always written first
         self._dirty = False
         self._wrote = False
         self._last_sync = time.monotonic()
@@ -177,7 +185,7 @@ class EventFileWriter:
             event = event_pb2.Event(wall_time=time.time(), step=self._purge_step)
             event.session_log.status = event_pb2.SessionLog.START
             head += record.frame(event.SerializeToString()) * 2
-        self._records.appendleft(head)
+        self._head = head
 
     def _start(self):
         self._thread = threading.Thread(target=self._run, name="tbx-event-writer", daemon=True)
@@ -186,14 +194,23 @@ class EventFileWriter:
     # -- caller side ---------------------------------------------------------
 
     def write(self, data):
-        """Queue framed record bytes; they reach the OS within WRITE_INTERVAL."""
+        """Queue framed record bytes; they reach the OS within WRITE_INTERVAL.
+
+        Raises:
+            WriterClosedError: after close().
+            WriteError, or an encoding job's exception: a background failure
+                since the last call. Either way ``data`` is not queued.
+        """
         if self._closed or self._error is not None:
             self._check()
         records = self._records
-        if not records:
-            self._wake.set()  # the writer thread may be in its idle sleep
         records.append(data)
-        if len(records) > MAX_PENDING_RECORDS:
+        if len(records) == 1:
+            # The queue was empty: the writer thread may be in its idle sleep. (A
+            # longer queue has a record the thread has not taken yet; it takes
+            # ours in the same or the next, busy, cycle.)
+            self._wake.set()
+        if len(records) > self.max_records:
             self._wait_for_room()
 
     def submit(self, fn, *args, nbytes=0):
@@ -203,7 +220,7 @@ class EventFileWriter:
         """
         if self._closed or self._error is not None:
             self._check()
-        job = _Job(fn, args, nbytes)
+        job = _Job(fn, args, nbytes, self._wake)
         with self._job_lock:
             self._job_bytes += nbytes
             over = self._job_bytes > MAX_PENDING_JOB_BYTES
@@ -231,7 +248,7 @@ class EventFileWriter:
         error = None
         try:
             self._sync_to_writer(fsync=True)
-        except WriteError as exc:
+        except Exception as exc:  # a write or encoding failure: still close the file, then raise
             error = exc
         with self._cv:
             self._stop = True
@@ -240,7 +257,7 @@ class EventFileWriter:
         self._thread.join()
         # A record appended concurrently with close() may have missed the last cycle.
         if self._records or self._unwritten:
-            self._write_cycle(final=True)
+            self._write_cycle()
         if self._fd is not None:
             try:
                 if self._dirty:
@@ -287,11 +304,13 @@ class EventFileWriter:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
+            if self._flush_done < target:
+                raise WriteError(f"the writer thread of {self.path!r} stopped before writing everything")
 
     def _wait_for_room(self):
         with self._cv:
             self._wake.set()
-            while len(self._records) > MAX_PENDING_RECORDS // 2 and self._error is None and self._thread.is_alive():
+            while len(self._records) > self.max_records // 2 and self._error is None and self._thread.is_alive():
                 self._cv.wait(0.5)
         if self._error is not None:
             self._check()
@@ -308,13 +327,18 @@ class EventFileWriter:
             with self._cv:
                 target = self._flush_requested
                 stop = self._stop
-            ok = self._write_cycle()
-            busy = self._wrote
-            if ok and self._dirty and (
-                self._fsync_requested
-                or time.monotonic() - self._last_sync >= self.flush_secs
-            ):
-                ok = self._fsync()
+            try:
+                ok = self._write_cycle()
+                busy = self._wrote
+                if ok and self._dirty and (
+                    self._fsync_requested
+                    or time.monotonic() - self._last_sync >= self.flush_secs
+                ):
+                    ok = self._fsync()
+            except Exception as exc:  # never let the thread die silently
+                ok = busy = False
+                if self._error is None:
+                    self._error = exc
             with self._cv:
                 if ok:
                     self._flush_done = max(self._flush_done, target)
@@ -327,6 +351,9 @@ class EventFileWriter:
 
     def _collect(self):
         parts = [self._unwritten] if self._unwritten else []
+        if self._head:
+            parts.append(self._head)
+            self._head = b""
         jobs = self._jobs
         while jobs and jobs[0].done.is_set():
             job = jobs.popleft()
@@ -341,16 +368,17 @@ class EventFileWriter:
         parts.extend([records.popleft() for _ in range(len(records))])
         return b"".join(parts)
 
-    def _write_cycle(self, final=False):
+    def _write_cycle(self):
         """Write everything queued; True on success (False: error recorded, data kept)."""
         data = self._collect()
         self._wrote = bool(data)
         if not data:
             return True
+        view = None
         try:
             if self._fd is None:  # first write in a forked child
                 self._open()
-                data = self._records.popleft() + data
+                data, self._head = self._head + data, b""
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -358,14 +386,10 @@ class EventFileWriter:
             self._unwritten = b""
             self._dirty = True
             return True
-        except OSError as exc:
-            self._unwritten = bytes(view) if "view" in locals() else data
+        except Exception as exc:  # disk full, vanished file system, even MemoryError
+            self._unwritten = bytes(view) if view is not None else data
             if self._error is None:
-                self._error = self._wrap(exc)
-            return False
-        except WriteError as exc:  # _open in a forked child
-            self._unwritten = data
-            self._error = self._error or exc
+                self._error = exc if isinstance(exc, WriteError) else self._wrap(exc)
             return False
 
     def _fsync(self):
@@ -382,10 +406,12 @@ class EventFileWriter:
     def _wrap(self, exc):
         where = self.path or self.logdir
         pending = len(self._unwritten)
-        return WriteError(
-            f"cannot write event file {where!r}: {exc.strerror or exc}"
+        error = WriteError(
+            f"cannot write event file {where!r}: {getattr(exc, 'strerror', None) or exc!r}"
             f" ({pending} bytes kept in memory and retried)"
         )
+        error.__cause__ = exc
+        return error
 
     # -- fork ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ pool. A background thread writes everything to the event file within
 
 import os
 import socket
+import threading
 import time
 import warnings
 from datetime import datetime
@@ -17,7 +18,7 @@ from datetime import datetime
 import numpy as np
 
 from tbx import _convert
-from tbx.event_file import MAX_PENDING_RECORDS, EventFileWriter
+from tbx.event_file import EventFileWriter
 from tbx.summary import histogram as _histogram
 from tbx.summary import image as _image
 from tbx.summary import text as _text
@@ -73,6 +74,7 @@ class SummaryWriter:
         self.nonfinite_dropped = {}
         """Per histogram tag, how many NaN/inf values were left out of the buckets."""
         self._warned_nonfinite = set()
+        self._nonfinite_lock = threading.Lock()
         self._sub_writers = {}
         self.file_writer = EventFileWriter(self.log_dir, filename_suffix, flush_secs, purge_step)
 
@@ -148,10 +150,10 @@ class SummaryWriter:
         if file._closed or file._error is not None:
             file._check()
         records = file._records
-        if not records:
-            file._wake.set()  # the writer thread may be in its idle sleep
         records.append(data)
-        if len(records) > MAX_PENDING_RECORDS:
+        if len(records) == 1:
+            file._wake.set()  # the writer thread may be in its idle sleep
+        if len(records) > file.max_records:
             file._wait_for_room()
 
     def add_scalars(self, main_tag, tag_scalar_dict, global_step=None, walltime=None):
@@ -257,9 +259,11 @@ class SummaryWriter:
         file.write(_histogram.histogram_record(tag, rows, step, walltime, first))
 
     def _count_nonfinite(self, tag, dropped):
-        self.nonfinite_dropped[tag] = self.nonfinite_dropped.get(tag, 0) + dropped
-        if tag not in self._warned_nonfinite:
+        with self._nonfinite_lock:  # called from the encoder pool's threads
+            self.nonfinite_dropped[tag] = self.nonfinite_dropped.get(tag, 0) + dropped
+            first = tag not in self._warned_nonfinite
             self._warned_nonfinite.add(tag)
+        if first:
             warnings.warn(
                 f"add_histogram({tag!r}): {dropped} NaN/inf values were left out of the buckets "
                 "(counted in SummaryWriter.nonfinite_dropped; warned once per tag)",
@@ -304,6 +308,10 @@ class SummaryWriter:
         step = _step_value(global_step)
         walltime = _wall_time_value(walltime)
         is_pil = type(img_tensor).__module__.startswith("PIL.")
+        if is_pil and img_tensor.mode not in ("1", "L", "RGB", "RGBA"):
+            # palette, CMYK, LA, 16-bit and float modes: let PIL produce RGB(A) pixels
+            alpha = "A" in img_tensor.getbands() or "transparency" in img_tensor.info
+            img_tensor = img_tensor.convert("RGBA" if alpha else "RGB")
         array = _convert.to_numpy(img_tensor, "img_tensor")
         if is_pil and not batch:
             dataformats = "HWC" if array.ndim == 3 else "HW"

@@ -112,8 +112,12 @@ def compute_bins(values, bins, max_bins=None):
         if lo == hi:
             rows = np.array([[lo - 0.5, hi + 0.5, float(values.size)]])
         else:
-            counts = _uniform_counts(values, lo, hi, k)
-            edges = np.linspace(lo, hi, k + 1)
+            if math.isfinite(hi - lo):
+                counts = _uniform_counts(values, lo, hi, k)
+            else:  # the range overflows float64: bin the halved values
+                counts = _uniform_counts(np.multiply(values, 0.5, dtype=np.float64), lo * 0.5, hi * 0.5, k)
+            t = np.arange(k + 1) / k
+            edges = lo * (1 - t) + hi * t  # exact ends, no overflow
             rows = _trim(edges[:-1], edges[1:], counts)
     elif isinstance(bins, str) and bins == "tensorflow":
         global _TF_EDGES
@@ -128,7 +132,10 @@ def compute_bins(values, bins, max_bins=None):
         rows[0, 0] = max(rows[0, 0], lo)  # clip the open ends to the data
         rows[-1, 1] = min(rows[-1, 1], hi)
     else:
-        counts, edges = np.histogram(values, bins=bins)
+        try:
+            counts, edges = np.histogram(values, bins=bins)
+        except (ValueError, MemoryError):  # e.g. a rule needs more buckets than fit: use the default
+            return compute_bins(values, None, max_bins)[0], dropped
         rows = _trim(edges[:-1], edges[1:], counts.astype(np.float64))
     if max_bins is not None and rows.shape[0] > max_bins:
         rows = _merge(rows, max_bins)

@@ -18,7 +18,7 @@ PLUGIN_NAME = "images"
 METADATA = metadata(PLUGIN_NAME, plugin_data_pb2.ImagePluginData(version=0).SerializeToString(), BLOB_SEQUENCE)
 PNG_COMPRESS_LEVEL = 1
 """zlib level of our PNG encoder. With the 'Up' row filter, level 1 is about
-five times faster than level 6 and about 5% larger on smooth images."""
+five times faster than level 6; files come out about 5-15% larger."""
 
 _SINGLE = ("CHW", "HWC", "HW", "WH")
 _BATCH = ("NCHW", "NHWC", "NHW")
