@@ -163,6 +163,7 @@ class EventFileWriter:
         self._head = b""  # header records of a newly opened file: always written first
         self._dirty = False
         self._wrote = False
+        self._idle = False  # the writer thread is (about to be) in its long sleep
         self._last_sync = time.monotonic()
         self._thread = None
         self.path = None
@@ -205,10 +206,7 @@ class EventFileWriter:
             self._check()
         records = self._records
         records.append(data)
-        if len(records) == 1:
-            # The queue was empty: the writer thread may be in its idle sleep. (A
-            # longer queue has a record the thread has not taken yet; it takes
-            # ours in the same or the next, busy, cycle.)
+        if self._idle:
             self._wake.set()
         if len(records) > self.max_records:
             self._wait_for_room()
@@ -321,8 +319,16 @@ class EventFileWriter:
         busy = True
         while True:
             # Busy: poll every WRITE_INTERVAL. Idle (nothing written last cycle and
-            # no job pending): sleep until write() wakes us on an empty queue.
-            self._wake.wait(WRITE_INTERVAL if busy or self._jobs else IDLE_WAIT)
+            # no job pending): announce it, look at the queue once more, and sleep
+            # until a caller wakes us. A caller appends first and then reads
+            # _idle, so either we see its record here or it sees _idle and wakes us.
+            if busy or self._jobs:
+                self._wake.wait(WRITE_INTERVAL)
+            else:
+                self._idle = True
+                if not self._records:
+                    self._wake.wait(IDLE_WAIT)
+                self._idle = False
             self._wake.clear()
             with self._cv:
                 target = self._flush_requested

@@ -151,8 +151,8 @@ class SummaryWriter:
             file._check()
         records = file._records
         records.append(data)
-        if len(records) == 1:
-            file._wake.set()  # the writer thread may be in its idle sleep
+        if file._idle:
+            file._wake.set()  # the writer thread sleeps: wake it
         if len(records) > file.max_records:
             file._wait_for_room()
 
