@@ -382,7 +382,13 @@ class EventFileWriter:
             return True
         view = None
         try:
-            if self._fd is None:  # first write in a forked child
+            if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+                # Records already encoded lack the metadata a new file needs on each
+                # tag's first value, so they go the way of the deleted file.
+                self._reopen_deleted(len(data))
+                self._wrote = False
+                return False
+            if self._fd is None:  # first write in a forked child, or after a deletion
                 self._open()
                 data, self._head = self._head + data, b""
             view = memoryview(data)
@@ -397,6 +403,19 @@ class EventFileWriter:
             if self._error is None:
                 self._error = exc if isinstance(exc, WriteError) else self._wrap(exc)
             return False
+
+    def _reopen_deleted(self, dropped):
+        """The file was unlinked (its directory removed?): report it; the next write opens a new one."""
+        deleted = self.path
+        os.close(self._fd)
+        self._fd = None
+        self._unwritten = b""
+        self.seen = set()  # the new file needs every tag's metadata again
+        if self._error is None:
+            self._error = WriteError(
+                f"event file {deleted!r} was deleted while in use (was its directory removed?); "
+                f"its data and {dropped} bytes queued for it are gone; logging continues in a new file"
+            )
 
     def _fsync(self):
         try:

@@ -183,7 +183,7 @@ def test_sigkill_at_a_random_moment_loses_nothing_older_than_0_1_s(tmp_path, see
     with open(ledger_path, "wb") as f:
         f.truncate(capacity * 8)
     logdir = tmp_path / "run"
-    proc = start(tmp_path, LOGGER, logdir, ledger_path, capacity, 0.25)
+    proc = start(tmp_path, LOGGER, logdir, ledger_path, capacity, 0.2)
     assert read_line(proc) == "logging"
     time.sleep(rng.uniform(0.0, 0.3))
     kill_time = sigkill(proc)

@@ -12,6 +12,7 @@ import collections
 import errno
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 
 import tbx
-from tbx import event_file, record, reader
+from tbx import event_file, record
 from tbx.errors import TbxError, WriteError, WriterClosedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -418,7 +419,7 @@ def _fsyncs_while_logging(tmp_path, monkeypatch, flush_secs):
         return real_fsync(fd)
 
     monkeypatch.setattr(event_file.os, "fsync", fsync)
-    deadline = time.monotonic() + 0.4
+    deadline = time.monotonic() + 0.3
     step = 0
     while time.monotonic() < deadline:
         w.add_scalar("x", float(step), step)
@@ -433,7 +434,7 @@ def _fsyncs_while_logging(tmp_path, monkeypatch, flush_secs):
 
 def test_flush_secs_sets_the_fsync_period(tmp_path, monkeypatch):
     during, at_close = _fsyncs_while_logging(tmp_path, monkeypatch, flush_secs=0.05)
-    assert during >= 3  # about every 0.05 s over 0.4 s of logging
+    assert during >= 3  # about every 0.05 s over 0.3 s of logging
 
 
 def test_no_fsync_before_close_with_a_long_flush_secs(tmp_path, monkeypatch):
@@ -773,7 +774,7 @@ def test_close_runs_at_interpreter_exit(tmp_path):
         import numpy as np
         import tbx
         w = tbx.SummaryWriter(sys.argv[1], flush_secs=10000)
-        for i in range(20000):
+        for i in range(5000):
             w.add_scalar("loss", i * 0.5, i)
         w.add_histogram("hist", np.arange(300000.0), 1)
         w.add_image("img", np.full((3, 64, 64), 7, np.uint8), 2)
@@ -788,8 +789,8 @@ def test_close_runs_at_interpreter_exit(tmp_path):
     assert stats.truncated_bytes == 0
     assert sorted(t for t in tags if t[0] != "loss") == [("hist", 1), ("img", 2), ("note/text_summary", 3)]
     points = scalars_of(path)["loss"]
-    assert [s for s, _ in points] == list(range(20000))
-    assert [v for _, v in points] == [i * 0.5 for i in range(20000)]
+    assert [s for s, _ in points] == list(range(5000))
+    assert [v for _, v in points] == [i * 0.5 for i in range(5000)]
 
 
 # --- fork ---------------------------------------------------------------------------
@@ -877,3 +878,30 @@ def test_forked_child_exiting_normally_creates_no_file(tmp_path):
     assert len(names) == 1, names
     assert name_fields(names[0])[2] != proc.stdout.strip()
     assert steps_of(os.path.join(logdir, names[0]), "x") == list(range(20))
+
+
+def test_removed_log_directory_is_reported_and_logging_continues(tmp_path):
+    logdir = tmp_path / "run"
+    w = tbx.SummaryWriter(logdir, flush_secs=10000)
+    try:
+        w.add_scalar("loss", 1.0, 0, new_style=True)
+        w.flush()
+        first = only_file(logdir)
+        shutil.rmtree(logdir)
+        w.add_scalar("loss", 2.0, 1, new_style=True)
+        with pytest.raises(tbx.WriteError, match="was deleted") as info:
+            call_with_timeout(w.flush)
+        assert first in str(info.value)
+        w.add_scalar("loss", 3.0, 2, new_style=True)
+        call_with_timeout(w.flush)
+        second = only_file(logdir)
+        assert second != first
+        events = events_of(second)
+        assert events[0].file_version == "brain.Event:2"
+        scalars = [(e.step, e.summary.value[0]) for e in events if e.HasField("summary")]
+        # The point queued at the deletion went with the deleted file (the error said so);
+        # the new file starts with the tag's metadata, so TensorBoard shows the tag.
+        assert [s for s, _ in scalars] == [2]
+        assert scalars[0][1].metadata.plugin_data.plugin_name == "scalars"
+    finally:
+        call_with_timeout(w.close)
