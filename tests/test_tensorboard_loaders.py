@@ -9,19 +9,17 @@ values as each other. The logdir is the one the end-to-end test writes.
 import dataclasses
 import io
 import math
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as legacy_acc
-from tensorboard.backend.event_processing import plugin_event_accumulator as plugin_acc
 from tensorboard.backend.event_processing import tag_types
 from tensorboard.util import tensor_util
 
+from writer_util import legacy_accumulator, plugin_accumulator
 from test_tensorboard_e2e import EXTREME_STEPS, WEIRD_RUN, write_logdir, written_histogram_bins
 
-KEEP_ALL = 0  # size guidance 0 keeps every event
 KINDS = ("scalars", "histograms", "images", "text")  # plugin names, also our result keys
 
 
@@ -29,24 +27,6 @@ KINDS = ("scalars", "histograms", "images", "text")  # plugin names, also our re
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("loaders_logdir")
     return root, write_logdir(root)
-
-
-def _legacy(run_dir):
-    acc = legacy_acc.EventAccumulator(
-        os.fspath(run_dir), size_guidance={kind: KEEP_ALL for kind in legacy_acc.DEFAULT_SIZE_GUIDANCE}
-    )
-    acc.Reload()
-    return acc
-
-
-def _plugin(run_dir):
-    acc = plugin_acc.EventAccumulator(
-        os.fspath(run_dir),
-        size_guidance={tag_types.TENSORS: KEEP_ALL},
-        tensor_size_guidance={name: KEEP_ALL for name in KINDS},
-    )
-    acc.Reload()
-    return acc
 
 
 def read_run(acc, legacy):
@@ -93,8 +73,8 @@ def loaded(written):
     root, out = written
     result = {}
     for run in out["runs"]:
-        result["legacy", run] = read_run(_legacy(root / run), legacy=True)
-        result["plugin", run] = read_run(_plugin(root / run), legacy=False)
+        result["legacy", run] = read_run(legacy_accumulator(root / run), legacy=True)
+        result["plugin", run] = read_run(plugin_accumulator(root / run), legacy=False)
     return result
 
 
