@@ -62,3 +62,18 @@ def test_install_provides_tbx_converters(tmp_path, editable):
         assert "site-packages" in package_dir
         cli = subprocess.run([str(tmp_path / "regular" / "bin" / "tbx"), "--help"], capture_output=True, text=True, env=env)
         assert cli.returncode == 0 and "ls" in cli.stdout
+
+
+def test_import_is_light():
+    """`import tbx` and logging every core kind pull in neither torch nor pandas (optional extras)."""
+    code = (
+        "import sys, tempfile, numpy as np, tbx\n"
+        "with tbx.SummaryWriter(tempfile.mkdtemp()) as w:\n"
+        "    w.add_scalar('a', 1.0, 0); w.add_histogram('h', np.arange(10.0), 0)\n"
+        "    w.add_image('i', np.zeros((3, 4, 4), np.uint8), 0); w.add_text('t', 'x', 0)\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'tensorboard', 'PIL') if m in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
