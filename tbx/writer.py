@@ -23,6 +23,11 @@ from tbx.summary import histogram as _histogram
 from tbx.summary import image as _image
 from tbx.summary import text as _text
 from tbx.summary.scalar import METADATA_BYTES as _SCALAR_METADATA
+from tbx.writer_graph import GraphMethods
+from tbx.writer_hparams import HParamsMethods
+from tbx.writer_media import MediaMethods
+from tbx.writer_plugins import PluginMethods
+from tbx.writer_projector import ProjectorMethods
 from tbx.record import encode_scalar as _encode_scalar
 
 _tag_value = _convert.tag_value
@@ -38,7 +43,7 @@ def default_logdir(comment=""):
     return os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
 
 
-class SummaryWriter:
+class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods, HParamsMethods):
     """Writes TensorBoard event files; a drop-in for torch's and tensorboardX's SummaryWriter.
 
     Args:
@@ -86,6 +91,21 @@ class SummaryWriter:
 
     def _get_file_writer(self):
         return self.file_writer
+
+    # -- helpers shared by every add_* method (also those in the mixin modules) --
+
+    @staticmethod
+    def _point(tag, global_step, walltime):
+        """The validated ``(tag, step, wall time)`` of one add_* call."""
+        return _tag_value(tag), _step_value(global_step), _wall_time_value(walltime)
+
+    def _first_use(self, tag):
+        """True the first time ``tag`` goes into the current event file: that record carries the metadata."""
+        seen = self.file_writer.seen
+        if tag in seen:
+            return False
+        seen.add(tag)
+        return True
 
     def flush(self):
         """Block until everything added so far is written to the event file(s)."""
@@ -207,9 +227,7 @@ class SummaryWriter:
 
             writer.add_histogram("fc1/weight", model.fc1.weight, step)
         """
-        _tag_value(tag)
-        step = _step_value(global_step)
-        walltime = _wall_time_value(walltime)
+        tag, step, walltime = self._point(tag, global_step, walltime)
         bins = _histogram.check_bins(bins)
         if max_bins is not None and (isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1):
             raise ValueError(f"max_bins must be a positive int or None, got {max_bins!r}")
@@ -222,8 +240,7 @@ class SummaryWriter:
             _check_histogram_array(array, tag)
             snapshot = np.array(array, copy=True)
             job, nbytes = _histogram_job, snapshot.nbytes
-        first = tag not in file.seen
-        file.seen.add(tag)
+        first = self._first_use(tag)
         file.submit(job, self, tag, snapshot, bins, max_bins, step, walltime, first, nbytes=nbytes)
 
     def add_histogram_raw(self, tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts, global_step=None, walltime=None):
@@ -233,9 +250,7 @@ class SummaryWriter:
         starts at ``min``. Written in the [k, 3] tensor form with empty end
         buckets trimmed and edges clipped to [min, max].
         """
-        _tag_value(tag)
-        step = _step_value(global_step)
-        walltime = _wall_time_value(walltime)
+        tag, step, walltime = self._point(tag, global_step, walltime)
         lo = _scalar_value(min, "min")
         hi = _scalar_value(max, "max")
         limits = np.asarray(_convert.to_numpy(bucket_limits, "bucket_limits"), dtype=np.float64).ravel()
@@ -254,8 +269,7 @@ class SummaryWriter:
             _scalar_value(value, name)
         rows = _histogram.raw_rows(lo, hi, limits, counts)
         file = self.file_writer
-        first = tag not in file.seen
-        file.seen.add(tag)
+        first = self._first_use(tag)
         file.write(_histogram.histogram_record(tag, rows, step, walltime, first))
 
     def _count_nonfinite(self, tag, dropped):
@@ -304,9 +318,7 @@ class SummaryWriter:
         self._add_images(tag, img_tensor, global_step, walltime, dataformats, batch=True, grid=as_grid)
 
     def _add_images(self, tag, img_tensor, global_step, walltime, dataformats, batch, grid):
-        _tag_value(tag)
-        step = _step_value(global_step)
-        walltime = _wall_time_value(walltime)
+        tag, step, walltime = self._point(tag, global_step, walltime)
         is_pil = type(img_tensor).__module__.startswith("PIL.")
         if is_pil and img_tensor.mode not in ("1", "L", "RGB", "RGBA"):
             # palette, CMYK, LA, 16-bit and float modes: let PIL produce RGB(A) pixels
@@ -321,8 +333,7 @@ class SummaryWriter:
             raise ValueError(f"add_image takes one image ('CHW', 'HWC', 'HW', 'WH'); use add_images for dataformats {dataformats!r}")
         images = _image.to_hwc_uint8(array, dataformats)
         file = self.file_writer
-        first = tag not in file.seen
-        file.seen.add(tag)
+        first = self._first_use(tag)
         nbytes = sum(img.nbytes for img in images)
         file.submit(_image.image_record, tag, images, step, walltime, first, grid, nbytes=nbytes)
 
@@ -341,10 +352,7 @@ class SummaryWriter:
         step = _step_value(global_step)
         walltime = _wall_time_value(walltime)
         tag = tag + "/text_summary"
-        file = self.file_writer
-        first = tag not in file.seen
-        file.seen.add(tag)
-        file.write(_text.text_record(tag, text_string, step, walltime, first))
+        self.file_writer.write(_text.text_record(tag, text_string, step, walltime, self._first_use(tag)))
 
 
 def _check_histogram_array(array, tag):
