@@ -227,6 +227,34 @@ class EventFileWriter:
         if over:
             self._wait_for_jobs(job)
 
+    # -- torch's FileWriter methods, for code that reaches into the writer --------
+
+    def get_logdir(self):
+        return self.logdir
+
+    def add_event(self, event, step=None, walltime=None):
+        """Write an Event message (tbx's, TensorBoard's, torch's: any wire-compatible one).
+
+        ``step`` and ``walltime``, when given, replace the event's own; a missing
+        wall time becomes now.
+        """
+        ours = event_pb2.Event.FromString(event.SerializeToString())
+        if step is not None:
+            ours.step = int(step)
+        if walltime is not None:
+            ours.wall_time = float(walltime)
+        elif not ours.wall_time:
+            ours.wall_time = time.time()
+        self.write(record.frame(ours.SerializeToString()))
+
+    def add_summary(self, summary, global_step=None, walltime=None):
+        """Write a Summary message (any wire-compatible one) as an Event."""
+        event = event_pb2.Event(wall_time=time.time() if walltime is None else float(walltime))
+        event.summary.ParseFromString(summary.SerializeToString())
+        if global_step is not None:
+            event.step = int(global_step)
+        self.write(record.frame(event.SerializeToString()))
+
     def flush(self):
         """Return once everything written or submitted before this call is in the file."""
         self._check()

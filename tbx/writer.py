@@ -342,17 +342,23 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
     def add_text(self, tag, text_string, global_step=None, walltime=None):
         """Log markdown text, shown in the Text dashboard under ``<tag>/text_summary``.
 
+        ``text_string`` is a markdown str, or (a tbx extension) a list of str or
+        a list of rows of str, shown as a table.
+
         Example::
 
             writer.add_text("notes", "**lr** lowered to 1e-4", step)
+            writer.add_text("results", [["model", "acc"], ["base", "0.91"]], step)
         """
-        _tag_value(tag)
-        if not isinstance(text_string, str):
-            raise TypeError(f"text_string must be a str, got {type(text_string).__name__}")
-        step = _step_value(global_step)
-        walltime = _wall_time_value(walltime)
+        tag, step, walltime = self._point(tag, global_step, walltime)
+        if isinstance(text_string, str):
+            shape, cells = (), text_string
+        elif isinstance(text_string, (list, tuple)):
+            shape, cells = _text.check_table(text_string)
+        else:
+            raise TypeError(f"text_string must be a str (or a list of rows of str), got {type(text_string).__name__}")
         tag = tag + "/text_summary"
-        self.file_writer.write(_text.text_record(tag, text_string, step, walltime, self._first_use(tag)))
+        self.file_writer.write(_text.text_record(tag, cells, step, walltime, self._first_use(tag), shape))
 
 
 def _check_histogram_array(array, tag):

@@ -905,3 +905,26 @@ def test_removed_log_directory_is_reported_and_logging_continues(tmp_path):
         assert scalars[0][1].metadata.plugin_data.plugin_name == "scalars"
     finally:
         call_with_timeout(w.close)
+
+
+def test_torch_file_writer_methods_accept_foreign_protos(tmp_path):
+    """Frameworks (Lightning's log_hyperparams) call _get_file_writer().add_summary with torch's protos."""
+    from tensorboard.compat.proto import event_pb2 as tb_event_pb2, summary_pb2 as tb_summary_pb2
+
+    w = tbx.SummaryWriter(tmp_path)
+    fw = w._get_file_writer()
+    assert fw.get_logdir() == str(tmp_path)
+    summary = tb_summary_pb2.Summary()
+    summary.value.add(tag="x", simple_value=2.5)
+    fw.add_summary(summary, 7)
+    fw.add_summary(summary, 8, walltime=123.0)
+    event = tb_event_pb2.Event(step=3)
+    event.summary.value.add(tag="y", simple_value=1.5)
+    fw.add_event(event)
+    fw.add_event(event, step=4, walltime=456.0)
+    w.close()
+    events = [e for e in events_of(only_file(tmp_path)) if e.HasField("summary")]
+    got = [(e.summary.value[0].tag, e.step, e.summary.value[0].simple_value) for e in events]
+    assert got == [("x", 7, 2.5), ("x", 8, 2.5), ("y", 3, 1.5), ("y", 4, 1.5)]
+    assert events[1].wall_time == 123.0 and events[3].wall_time == 456.0
+    assert events[0].wall_time > 1e9 and events[2].wall_time > 1e9
