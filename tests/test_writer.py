@@ -295,6 +295,19 @@ def test_add_text_tag_and_markdown_round_trip(tmp_path):
     assert first.metadata.plugin_data.plugin_name == "text"
 
 
+def test_add_text_tables(tmp_path):
+    rows = [["model", "acc"], ["base", "0.91"], ["**big**", "0.95"]]
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_text("results", rows, 1, walltime=WALL)
+        writer.add_text("results", ["a", "b", "c"], 2, walltime=WALL)
+        for bad, err in (([], ValueError), ([["a"], ["b", "c"]], ValueError), ([[1, 2]], TypeError), (3, TypeError)):
+            with pytest.raises(err, match="text_string"):
+                writer.add_text("results", bad, 3)
+    got = [(s, arr.shape, arr.reshape(-1).tolist()) for s, arr in acc_tensors(plugin_accumulator(tmp_path), "results/text_summary")]
+    flat = [c.encode() for row in rows for c in row]
+    assert got == [(1, (3, 2), flat), (2, (3,), [b"a", b"b", b"c"])]
+
+
 def test_add_scalars_run_directories_match_torch(tmp_path):
     values = {"train": 0.5, "val": np.float32(0.25), "test/x": torch.tensor(0.125)}
     with SummaryWriter(tmp_path / "tbx") as writer:
