@@ -26,7 +26,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 import tbx
 
 KEEP_ALL = 0  # size guidance 0: the accumulators keep every event
-PLUGINS = ("scalars", "histograms", "images", "text")
+PLUGINS = ("scalars", "histograms", "images", "text", "pr_curves", "mesh", "custom_scalars")
 DBL_MAX = np.finfo(np.float64).max
 
 # plugin -> the data_class tbx must write on a tag's first value (FORMATS.md §1.4)
@@ -35,6 +35,9 @@ EXPECTED_CLASS = {
     "histograms": tb_summary_pb2.DATA_CLASS_TENSOR,
     "text": tb_summary_pb2.DATA_CLASS_TENSOR,
     "images": tb_summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    "pr_curves": tb_summary_pb2.DATA_CLASS_TENSOR,
+    "mesh": tb_summary_pb2.DATA_CLASS_TENSOR,
+    "custom_scalars": tb_summary_pb2.DATA_CLASS_TENSOR,
 }
 EVENT_FILE_NAME = re.compile(r"^events\.out\.tfevents\.\d{10}\.")
 
