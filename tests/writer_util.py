@@ -12,6 +12,7 @@ import math
 import os
 import re
 import struct
+import wave
 
 import numpy as np
 from PIL import Image
@@ -26,7 +27,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 import tbx
 
 KEEP_ALL = 0  # size guidance 0: the accumulators keep every event
-PLUGINS = ("scalars", "histograms", "images", "text", "pr_curves", "mesh", "custom_scalars")
+PLUGINS = ("scalars", "histograms", "images", "text", "pr_curves", "mesh", "custom_scalars", "audio")
 DBL_MAX = np.finfo(np.float64).max
 
 # plugin -> the data_class tbx must write on a tag's first value (FORMATS.md §1.4)
@@ -38,6 +39,9 @@ EXPECTED_CLASS = {
     "pr_curves": tb_summary_pb2.DATA_CLASS_TENSOR,
     "mesh": tb_summary_pb2.DATA_CLASS_TENSOR,
     "custom_scalars": tb_summary_pb2.DATA_CLASS_TENSOR,
+    # UNKNOWN on purpose, as TensorBoard's own audio writer: the Python loader then
+    # projects the [k, 2] (clip, label) rows to one blob per clip (tbx.summary.audio)
+    "audio": tb_summary_pb2.DATA_CLASS_UNKNOWN,
 }
 EVENT_FILE_NAME = re.compile(r"^events\.out\.tfevents\.\d{10}\.")
 
@@ -116,6 +120,13 @@ def png_pixels(data):
     """The pixels of PNG bytes as a numpy array (2-D for grayscale)."""
     image = Image.open(io.BytesIO(data))
     assert image.format == "PNG", image.format
+    return np.asarray(image)
+
+
+def image_pixels(data):
+    """The pixels of an image sample's bytes: PNG, or the first frame of a GIF (add_video)."""
+    image = Image.open(io.BytesIO(data))
+    assert image.format in ("PNG", "GIF"), image.format
     return np.asarray(image)
 
 
@@ -263,9 +274,9 @@ def _check_value(run, value, step, plugin_of, last_step):
         width, height = int(strings[0]), int(strings[1])
         for i, png in enumerate(strings[2:]):
             try:
-                pixels = png_pixels(png)
+                pixels = image_pixels(png)
             except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding
-                out.append(f"{where}: sample {i} is not a valid PNG ({exc})")
+                out.append(f"{where}: sample {i} is not a valid PNG or GIF ({exc})")
                 continue
             if pixels.shape[:2] != (height, width):
                 out.append(f"{where}: sample {i} is {pixels.shape[1]}x{pixels.shape[0]}, header says {width}x{height}")
@@ -274,6 +285,16 @@ def _check_value(run, value, step, plugin_of, last_step):
             return out + [f"{where}: histogram tensor dtype {tensor.dtype} shape {dims}, expected [k, 3]"]
         rows = np.asarray(to_ndarray(tensor), dtype=np.float64).reshape(-1, 3)
         out.extend(f"{where}: {p}" for p in histogram_row_problems(rows))
+    elif plugin == "audio":
+        strings = list(tensor.string_val)
+        if tensor.dtype != tb_types_pb2.DT_STRING or len(dims) != 2 or dims[1] != 2 or 2 * dims[0] != len(strings):
+            return out + [f"{where}: audio tensor dtype {tensor.dtype} shape {dims} with {len(strings)} strings"]
+        for i, clip in enumerate(strings[0::2]):
+            try:
+                with wave.open(io.BytesIO(clip)) as wav:
+                    wav.readframes(wav.getnframes())
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding
+                out.append(f"{where}: clip {i} is not a valid WAV ({exc})")
     elif plugin == "text":
         if tensor.dtype != tb_types_pb2.DT_STRING:
             out.append(f"{where}: text tensor dtype {tensor.dtype}")
