@@ -200,6 +200,66 @@ def images(count: int, hw: int, seed: int = 2) -> List[np.ndarray]:
     return out
 
 
+def audio_clips(count: int, length: int, rate: int = 44100, seed: int = 5) -> List[np.ndarray]:
+    """Mono float32 clips in [-1, 1]: a few tones under a little noise, peak 0.9."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float64) / rate
+    out = []
+    for k in range(count):
+        wave = sum(np.sin(2 * np.pi * f * (1 + 0.01 * k) * t) for f in (220.0, 440.0, 660.0))
+        wave = wave + 0.1 * rng.standard_normal(length)
+        out.append((0.9 * wave / np.abs(wave).max()).astype(np.float32))
+    return out
+
+
+def videos(count: int, frames: int, hw: int, seed: int = 6) -> List[np.ndarray]:
+    """``[1, T, 3, H, W]`` uint8 clips: a gradient moving a few pixels per frame plus
+    ±8 noise, so consecutive frames differ and the GIF encoder quantizes each."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:hw, 0:hw].astype(np.int32)
+    scale = max(1, 256 // hw)
+    out = []
+    for k in range(count):
+        clip = []
+        for f in range(frames):
+            shift = 3 * f + 7 * k
+            r = ((x + shift) * scale) % 256
+            g = ((y + shift) * scale) % 256
+            b = ((x + y) * scale // 2 + 17 * k) % 256
+            base = np.stack([r, g, b])
+            clip.append(np.clip(base + rng.integers(-8, 9, size=base.shape), 0, 255))
+        out.append(np.stack(clip)[None].astype(np.uint8))
+    return out
+
+
+def pr_data(count: int, size: int, seed: int = 7):
+    """``count`` pairs of (int64 0/1 labels, float32 probabilities in [0, 1]) of
+    ``size`` points; the probabilities lean towards the label, as a classifier's do."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        labels = rng.integers(0, 2, size=size, dtype=np.int64)
+        logits = rng.standard_normal(size) + 1.5 * (labels - 0.5)
+        out.append((labels, (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)))
+    return out
+
+
+def embedding_data(points: int, dim: int, img_hw: int, seed: int = 8):
+    """(mat, metadata, label_img): a float32 torch ``[N, D]`` tensor, N str labels
+    (10 classes), and a float32 torch ``[N, 3, h, h]`` tensor in [0, 1].
+
+    Torch tensors because torch's ``add_embedding`` calls ``label_img.size(0)``
+    (a numpy array fails there); tbx and tensorboardX take them too, so all
+    three get the same objects."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    mat = torch.randn(points, dim, generator=g)
+    metadata = [f"class_{i % 10}" for i in range(points)]
+    label_img = torch.rand(points, 3, img_hw, img_hw, generator=g)
+    return mat, metadata, label_img
+
+
 # --------------------------------------------------------------------------
 # Reading back what was written (verification; independent of tbx)
 # --------------------------------------------------------------------------
@@ -229,18 +289,36 @@ def iter_record_payloads(path: str):
         off = end + 4
 
 
-def count_summary_values(logdir: str) -> Dict[str, int]:
+def count_summary_values(logdir: str, details: bool = False) -> Dict[str, Any]:
     """Count summary values per kind over every event file under ``logdir``.
 
     Kinds: 'scalar' (simple_value or rank-0 tensor), 'histogram' (histo or
-    [k,3] tensor), 'image' (image or string tensor), 'other'. Parsed with
-    TensorBoard's own protos, so a tbx bug cannot hide itself.
+    [k,3] tensor), 'image' (image or string tensor of the images plugin; a
+    video is an animated GIF there), 'audio' (clips: a legacy Summary.Audio
+    is one, an audio-plugin tensor of shape [k, 2] or [k] is k), 'pr_curve'
+    (pr_curves-plugin tensors), 'other'. Parsed with TensorBoard's own
+    protos, so a tbx bug cannot hide itself.
+
+    With ``details``, ``counts['samples']`` also describes each media sample
+    by decoding it, as ``{kind: {description: count}}``: audio clips by
+    their WAV header ("44100 Hz, 1 ch, 44100 frames"), images by their
+    header ("png 256x256", "gif 64x64, 16 frames"), PR curves by their
+    tensor shape ("6x127").
     """
     from tensorboard.compat.proto import event_pb2
 
-    counts = {"scalar": 0, "histogram": 0, "image": 0, "other": 0, "events": 0}
+    counts: Dict[str, Any] = {
+        "scalar": 0, "histogram": 0, "image": 0, "audio": 0, "pr_curve": 0, "other": 0, "events": 0,
+    }
+    samples: Dict[str, Dict[str, int]] = {}
+
+    def note(kind: str, description: str) -> None:
+        bucket = samples.setdefault(kind, {})
+        bucket[description] = bucket.get(description, 0) + 1
+
     Event = event_pb2.Event
-    by_plugin = {"scalars": "scalar", "histograms": "histogram", "images": "image"}
+    by_plugin = {"scalars": "scalar", "histograms": "histogram", "images": "image",
+                 "audio": "audio", "pr_curves": "pr_curve"}
     for path in event_files(logdir):
         # Like TensorBoard, a tag's plugin comes from the first SummaryMetadata
         # seen for it; writers may send it with the first value only.
@@ -258,14 +336,136 @@ def count_summary_values(logdir: str) -> Dict[str, int]:
                     counts["histogram"] += 1
                 elif kind == "image":
                     counts["image"] += 1
+                    if details:
+                        note("image", describe_image(v.image.encoded_image_string))
+                elif kind == "audio":
+                    counts["audio"] += 1
+                    if details:
+                        note("audio", describe_wav(v.audio.encoded_audio_string))
                 elif kind == "tensor":
                     if v.tag not in plugin_of and v.HasField("metadata"):
                         plugin_of[v.tag] = v.metadata.plugin_data.plugin_name
-                    plugin = plugin_of.get(v.tag, "")
-                    counts[by_plugin.get(plugin, "other")] += 1
+                    what = by_plugin.get(plugin_of.get(v.tag, ""), "other")
+                    t = v.tensor
+                    dims = [d.size for d in t.tensor_shape.dim]
+                    if what == "audio":
+                        # [k, 2] rows of (clip, label), or [k] clips
+                        clips = list(t.string_val[:: 2 if len(dims) == 2 else 1])
+                        counts["audio"] += len(clips)
+                        if details:
+                            for clip in clips:
+                                note("audio", describe_wav(clip))
+                        continue
+                    counts[what] += 1
+                    if details and what == "image":
+                        for blob in t.string_val[2:]:  # [width, height, blob...]
+                            note("image", describe_image(blob))
+                    elif details and what == "pr_curve":
+                        note("pr_curve", "x".join(str(d) for d in dims))
                 else:
                     counts["other"] += 1
+    if details:
+        counts["samples"] = samples
     return counts
+
+
+def describe_wav(data: bytes) -> str:
+    """"<rate> Hz, <channels> ch, <frames> frames" from a WAV file's header."""
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            return f"{w.getframerate()} Hz, {w.getnchannels()} ch, {w.getnframes()} frames"
+    except Exception as exc:
+        return f"undecodable WAV ({type(exc).__name__})"
+
+
+def describe_image(data: bytes) -> str:
+    """"png WxH" or "gif WxH, N frames" (Pillow reads the header; GIF frames are counted)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format == "GIF":
+                return f"gif {im.width}x{im.height}, {getattr(im, 'n_frames', 1)} frames"
+            return f"{im.format.lower()} {im.width}x{im.height}"
+    except Exception as exc:
+        return f"undecodable image ({type(exc).__name__})"
+
+
+def check_projector(logdir: str, points: int, img_hw: int) -> Dict[str, Any]:
+    """Read back the Embedding Projector files: counts and per-embedding descriptions.
+
+    Parses ``projector_config.pbtxt`` with TensorBoard's ProjectorConfig proto;
+    for each entry counts the rows and columns of its tensors.tsv and the rows
+    of its metadata.tsv (one label per line, no header), and checks the
+    sprite: a square PNG of whole ``img_hw`` cells, enough of them for every
+    point, with ``single_image_dim`` ``[img_hw, img_hw]``. An entry is
+    described as "tensors NxD, metadata M rows, sprite ok"; ``counts['embedding']``
+    is the number of config entries.
+    """
+    from google.protobuf import text_format
+    from PIL import Image
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    counts: Dict[str, Any] = {"embedding": 0, "samples": {"embedding": {}}}
+    bucket = counts["samples"]["embedding"]
+    path = os.path.join(logdir, "projector_config.pbtxt")
+    if not os.path.exists(path):
+        return counts
+    config = projector_config_pb2.ProjectorConfig()
+    with open(path) as fh:
+        text_format.Merge(fh.read(), config)
+    for emb in config.embeddings:
+        counts["embedding"] += 1
+        parts = []
+        try:
+            with open(os.path.join(logdir, emb.tensor_path)) as fh:
+                rows = [line for line in fh.read().split("\n") if line]
+            cols = {len(r.split("\t")) for r in rows}
+            parts.append(f"tensors {len(rows)}x{cols.pop() if len(cols) == 1 else sorted(cols)}")
+        except OSError:
+            parts.append("tensors missing")
+        if emb.metadata_path:
+            try:
+                with open(os.path.join(logdir, emb.metadata_path)) as fh:
+                    parts.append(f"metadata {len([x for x in fh.read().split(chr(10)) if x])} rows")
+            except OSError:
+                parts.append("metadata missing")
+        else:
+            parts.append("no metadata")
+        if emb.sprite.image_path:
+            try:
+                with Image.open(os.path.join(logdir, emb.sprite.image_path)) as im:
+                    w, h = im.size
+                cells = (w // img_hw) * (h // img_hw)
+                ok = (w == h and w % img_hw == 0 and cells >= points
+                      and list(emb.sprite.single_image_dim) == [img_hw, img_hw])
+                parts.append("sprite ok" if ok else f"sprite bad ({w}x{h}, dim {list(emb.sprite.single_image_dim)})")
+            except OSError:
+                parts.append("sprite missing")
+        else:
+            parts.append("no sprite")
+        desc = ", ".join(parts)
+        bucket[desc] = bucket.get(desc, 0) + 1
+    return counts
+
+
+def projector_expected(points: int, dim: int) -> str:
+    """The description check_projector gives a correct embedding entry."""
+    return f"tensors {points}x{dim}, metadata {points} rows, sprite ok"
+
+
+def dir_bytes(logdir: str) -> int:
+    """Size of every file under ``logdir``."""
+    total = 0
+    for root, _dirs, files in os.walk(logdir):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
 
 
 # --------------------------------------------------------------------------

@@ -11,27 +11,37 @@ Times are ``time.perf_counter`` wall times:
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from _bench_common import (
     TBX,
+    TENSORBOARDX,
+    TORCH,
     WRITER_IMPLS,
     Impl,
     Row,
+    audio_clips,
+    check_projector,
     count_summary_values,
+    dir_bytes,
+    embedding_data,
     event_files,
     fresh_logdir,
     histogram_arrays,
     images,
+    pr_data,
+    projector_expected,
     scalar_values,
     settle,
     tbx_attr,
+    videos,
     write_scalar_file_fallback,
 )
 
@@ -49,6 +59,17 @@ class Sizes:
     crc_big_iters: int
     crc_small_calls: int
     crc_repeats: int
+    audio: int = 200  # add_audio calls
+    audio_len: int = 44_100  # mono frames per clip (1 s at 44.1 kHz)
+    videos: int = 30  # add_video calls
+    video_frames: int = 16
+    video_hw: int = 64
+    pr_curves: int = 200  # add_pr_curve calls
+    pr_size: int = 100_000  # labels/predictions per curve
+    embeddings: int = 5  # add_embedding calls, one tag each
+    embedding_points: int = 5_000
+    embedding_dim: int = 64
+    embedding_img: int = 16  # label_img is [points, 3, img, img]
 
 
 FULL = Sizes(
@@ -77,6 +98,11 @@ QUICK = Sizes(
     crc_big_iters=300,
     crc_small_calls=200_000,
     crc_repeats=3,
+    audio=20,
+    videos=6,
+    pr_curves=20,
+    embeddings=2,
+    embedding_points=2_000,
 )
 
 
@@ -89,15 +115,28 @@ SHORT_RUN_S = 1.0
 SHORT_RUN_REPEATS = 3
 
 
-def _warm_up(impl: Impl) -> None:
+def _warm_up(impl: Impl, extra: Optional[Callable[[Any], None]] = None) -> None:
     """One of each add_* kind into a throwaway logdir, untimed: pays lazy
-    imports and first-call costs so they are not charged to the workload."""
+    imports and first-call costs so they are not charged to the workload.
+    ``extra(writer)`` adds one small call of the workload's own method."""
     with fresh_logdir(f"warm-{impl.name}") as d:
         w = impl.writer_cls(d)
         w.add_scalar("warm/s", 1.0, 0)
         w.add_histogram("warm/h", histogram_arrays(1, 1000)[0], 0)
         w.add_image("warm/i", images(1, 16)[0], 0)
+        if extra is not None:
+            extra(w)
         w.close()
+
+
+def _missing(modules: Sequence[str]) -> Optional[str]:
+    """The reason an implementation cannot run a workload, or None."""
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"{', '.join(absent)} not installed" if absent else None
+
+
+def _event_counts(d: str, details: bool) -> Tuple[Dict[str, Any], int]:
+    return count_summary_values(d, details=details), sum(os.path.getsize(f) for f in event_files(d))
 
 
 def _run_writer(
@@ -107,16 +146,52 @@ def _run_writer(
     op_name: str,
     body: Callable[[object], None],
     expected: Dict[str, int],
+    *,
+    warm: Optional[Callable[[Any], None]] = None,
+    requires: Sequence[str] = (),
+    samples: Optional[Dict[str, str]] = None,
+    verify: Optional[Callable[[str], Tuple[Dict[str, Any], int]]] = None,
 ) -> Row:
+    """Time ``body(writer)`` for one implementation; see the module docstring.
+
+    ``warm(writer)``: one small call of the workload's method in the warm-up.
+    ``requires``: modules this implementation needs for the workload (a
+    missing one makes the row "unavailable (<module> not installed)").
+    ``samples``: ``{kind: description}``; every sample of that kind read back
+    must decode to that description (see count_summary_values' details).
+    ``verify(logdir) -> (counts, bytes)`` replaces reading the event files.
+    """
     row = Row(workload=workload, impl=impl.name, ops=ops, op_name=op_name)
     if not impl.ok:
         row.unavailable = impl.unavailable
         return row
+    missing = _missing(requires)
+    if missing:
+        row.unavailable = f"{missing} (needed by {impl.name}'s {op_name})"
+        return row
     try:
-        _warm_up(impl)
+        _warm_up(impl, warm)
     except Exception as exc:
         row.unavailable = f"warm-up failed: {type(exc).__name__}: {exc}"
         return row
+    check = verify or (lambda d: _event_counts(d, details=bool(samples)))
+
+    def wrong(counts) -> List[str]:
+        out = [f"{k} {counts[k]}/{v}" for k, v in expected.items() if counts[k] != v]
+        for kind, desc in (samples or {}).items():
+            found = counts.get("samples", {}).get(kind, {})
+            others = {k: v for k, v in found.items() if k != desc}
+            if others:
+                out.append(f"{kind} samples {others} (expected all {desc!r})")
+        return out
+
+    def good(counts) -> int:
+        n = sum(counts[k] for k in expected)
+        for kind, desc in (samples or {}).items():
+            found = counts.get("samples", {}).get(kind, {})
+            n -= sum(v for k, v in found.items() if k != desc)
+        return n
+
     runs = []
     while True:
         with fresh_logdir(f"{workload}-{impl.name}") as d:
@@ -133,8 +208,7 @@ def _run_writer(
                 traceback.print_exc()
                 row.unavailable = f"error: {type(exc).__name__}: {exc}"
                 return row
-            counts = count_summary_values(d)
-            disk = sum(os.path.getsize(f) for f in event_files(d))
+            counts, disk = check(d)
             runs.append((t3 - t0, t2 - t1, t1 - t0, t3 - t2, counts, disk))
         # A run under a second is at the mercy of one scheduling hiccup on a
         # small shared machine; take the median of three. Long runs average
@@ -147,13 +221,12 @@ def _run_writer(
     row.extra.update(construct_s=construct, close_s=close, found=counts,
                      all_totals_s=[r[0] for r in runs], all_callers_s=[r[1] for r in runs])
     row.disk_bytes = disk
-    row.records = sum(counts[k] for k in expected)
+    row.records = good(counts)
     row.expected_records = sum(expected.values())
-    bad = [r[4] for r in runs if any(r[4][k] != v for k, v in expected.items())]
+    bad = [r[4] for r in runs if wrong(r[4])]
     if bad:
-        missing = [f"{k} {bad[0][k]}/{v}" for k, v in expected.items() if bad[0][k] != v]
-        row.records = sum(bad[0][k] for k in expected)
-        row.note = "WRONG COUNT: " + ", ".join(missing)
+        row.records = good(bad[0])
+        row.note = "WRONG COUNT: " + ", ".join(wrong(bad[0]))
     if len(runs) > 1:
         row.note = (row.note + "; " if row.note else "") + f"median of {len(runs)} runs"
     settle()
@@ -264,6 +337,106 @@ def training_loop(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
         if row.total_s:
             row.rate, row.rate_unit = events / row.total_s, "ev/s"
         rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Media and plugin workloads
+# --------------------------------------------------------------------------
+
+
+# What a peer needs beyond itself to run a workload at all. Without moviepy,
+# both peers' add_video print a message and log nothing usable (torch) or log
+# an error and nothing (tensorboardX); tensorboardX's add_audio imports
+# soundfile. Such a row says "unavailable (<module> not installed)".
+NEEDS: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "audio": {TENSORBOARDX: ("soundfile",)},
+    "video": {TORCH: ("moviepy",), TENSORBOARDX: ("moviepy",)},
+}
+
+
+def _per_op_rows(workload, impls, n, op_name, body, expected, **kw) -> List[Row]:
+    rows = []
+    for name in WRITER_IMPLS:
+        row = _run_writer(workload, impls[name], n, op_name, body, expected,
+                          requires=NEEDS.get(workload, {}).get(name, ()), **kw)
+        if row.total_s:
+            row.rate, row.rate_unit = n / row.total_s, "ev/s"
+        rows.append(row)
+    return rows
+
+
+def audio(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n, rate = sz.audio, 44_100
+    clips = audio_clips(4, sz.audio_len, rate)
+
+    def body(w):
+        add = w.add_audio
+        for i in range(n):
+            add("samples/speech", clips[i & 3], i, sample_rate=rate)
+
+    def warm(w):
+        w.add_audio("warm/a", clips[0][:441], 0, sample_rate=rate)
+
+    return _per_op_rows("audio", impls, n, "add_audio", body, {"audio": n}, warm=warm,
+                        samples={"audio": f"{rate} Hz, 1 ch, {sz.audio_len} frames"})
+
+
+def video(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n, t, hw = sz.videos, sz.video_frames, sz.video_hw
+    clips = videos(4, t, hw)
+
+    def body(w):
+        add = w.add_video
+        for i in range(n):
+            add("samples/rollout", clips[i & 3], i, fps=4)
+
+    def warm(w):
+        w.add_video("warm/v", clips[0][:, :2, :, :8, :8], 0, fps=4)
+
+    return _per_op_rows("video", impls, n, "add_video", body, {"image": n}, warm=warm,
+                        samples={"image": f"gif {hw}x{hw}, {t} frames"})
+
+
+def pr_curve(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n, thresholds = sz.pr_curves, 127
+    data = pr_data(4, sz.pr_size)
+
+    def body(w):
+        add = w.add_pr_curve
+        for i in range(n):
+            labels, predictions = data[i & 3]
+            add("val/pr", labels, predictions, i, num_thresholds=thresholds)
+
+    def warm(w):
+        w.add_pr_curve("warm/pr", data[0][0][:100], data[0][1][:100], 0, num_thresholds=thresholds)
+
+    return _per_op_rows("pr_curve", impls, n, "add_pr_curve", body, {"pr_curve": n}, warm=warm,
+                        samples={"pr_curve": f"6x{thresholds}"})
+
+
+def embedding(impls: Dict[str, Impl], sz: Sizes) -> List[Row]:
+    n, points, dim, hw = sz.embeddings, sz.embedding_points, sz.embedding_dim, sz.embedding_img
+    mat, metadata, label_img = embedding_data(points, dim, hw)
+
+    def body(w):
+        add = w.add_embedding
+        for i in range(n):
+            add(mat, metadata=metadata, label_img=label_img, global_step=0, tag=f"features_{i}")
+
+    def warm(w):
+        add = w.add_embedding
+        add(mat[:10], metadata=metadata[:10], label_img=label_img[:10], global_step=0, tag="warm")
+
+    def verify(d):
+        return check_projector(d, points, hw), dir_bytes(d)
+
+    rows = _per_op_rows("embedding", impls, n, "add_embedding", body, {"embedding": n}, warm=warm,
+                        samples={"embedding": projector_expected(points, dim)}, verify=verify)
+    for row in rows:
+        if row.total_s:
+            row.rate_unit = "emb/s"
+            row.note = "file = whole logdir" + ("; " + row.note if row.note else "")
     return rows
 
 
@@ -459,6 +632,10 @@ WORKLOADS: Dict[str, Callable[[Dict[str, Impl], Sizes], List[Row]]] = {
     "histograms": histograms,
     "images": images_workload,
     "training_loop": training_loop,
+    "audio": audio,
+    "video": video,
+    "pr_curve": pr_curve,
+    "embedding": embedding,
     "read": read,
     "crc": crc,
 }

@@ -7,11 +7,12 @@ event files back. ``tbx.record.IMPLEMENTATION`` names the active kernel.
 
 from tbx.errors import DataLossError, TbxError, WriteError, WriterClosedError
 from tbx.writer import SummaryWriter
+from tbx.patch import patch, unpatch
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SummaryWriter", "read_events", "read_scalars", "ReadStats",
+    "SummaryWriter", "patch", "unpatch", "read_events", "read_scalars", "ReadStats",
     "TbxError", "WriteError", "WriterClosedError", "DataLossError",
 ]
 

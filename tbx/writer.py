@@ -108,7 +108,12 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         return True
 
     def flush(self):
-        """Block until everything added so far is written to the event file(s)."""
+        """Block until everything added so far is written to the event file(s).
+
+        After close() it does nothing, as torch's (frameworks flush after closing).
+        """
+        if self.file_writer.closed:
+            return
         self.file_writer.flush()
         for writer in list(self._sub_writers.values()):
             writer.flush()

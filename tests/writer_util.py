@@ -39,6 +39,7 @@ EXPECTED_CLASS = {
     "pr_curves": tb_summary_pb2.DATA_CLASS_TENSOR,
     "mesh": tb_summary_pb2.DATA_CLASS_TENSOR,
     "custom_scalars": tb_summary_pb2.DATA_CLASS_TENSOR,
+    "hparams": tb_summary_pb2.DATA_CLASS_TENSOR,
     # UNKNOWN on purpose, as TensorBoard's own audio writer: the Python loader then
     # projects the [k, 2] (clip, label) rows to one blob per clip (tbx.summary.audio)
     "audio": tb_summary_pb2.DATA_CLASS_UNKNOWN,
