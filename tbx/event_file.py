@@ -37,6 +37,7 @@ MAX_PENDING_JOB_BYTES = 256 << 20
 """Input bytes held by unfinished encoding jobs before ``submit`` blocks the caller."""
 
 _RETRY_AFTER_ERROR = 0.5
+_IOV_MAX = 1024
 _file_counter = itertools.count()
 _live_writers = weakref.WeakSet()
 
@@ -61,10 +62,10 @@ def header_record(wall_time=None):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "nbytes", "result", "error", "done", "wake")
+    __slots__ = ("fn", "args", "nbytes", "result", "error", "done", "writer")
 
-    def __init__(self, fn, args, nbytes, wake):
-        self.wake = wake  # the writer thread's event: a finished job is written at once
+    def __init__(self, fn, args, nbytes, writer):
+        self.writer = writer  # woken when idle, so a finished job is written at once
         self.fn = fn
         self.args = args
         self.nbytes = nbytes
@@ -80,7 +81,9 @@ class _Job:
         finally:
             self.fn = self.args = None
             self.done.set()
-            self.wake.set()
+            if self.writer._idle:  # a busy writer takes the result on its next cycle
+                self.writer._wake.set()
+            self.writer = None
 
 
 class _Pool:
@@ -218,7 +221,7 @@ class EventFileWriter:
         """
         if self._closed or self._error is not None:
             self._check()
-        job = _Job(fn, args, nbytes, self._wake)
+        job = _Job(fn, args, nbytes, self)
         with self._job_lock:
             self._job_bytes += nbytes
             over = self._job_bytes > MAX_PENDING_JOB_BYTES
@@ -354,7 +357,7 @@ class EventFileWriter:
                 self._wake.wait(WRITE_INTERVAL)
             else:
                 self._idle = True
-                if not self._records:
+                if not self._records and not self._jobs:
                     self._wake.wait(IDLE_WAIT)
                 self._idle = False
             self._wake.clear()
@@ -384,9 +387,15 @@ class EventFileWriter:
                 time.sleep(_RETRY_AFTER_ERROR)
 
     def _collect(self):
-        parts = [self._unwritten] if self._unwritten else []
+        """Everything queued, as a list of chunks to write in order.
+
+        Small records are joined (in C) into one chunk; a pool job's result
+        (an image, a clip: often hundreds of KB) stays a chunk of its own, so
+        writev sends it without another copy under the GIL.
+        """
+        chunks = [self._unwritten] if self._unwritten else []
         if self._head:
-            parts.append(self._head)
+            chunks.append(self._head)
             self._head = b""
         jobs = self._jobs
         while jobs and jobs[0].done.is_set():
@@ -397,37 +406,45 @@ class EventFileWriter:
                 if self._error is None:
                     self._error = job.error
             elif job.result:
-                parts.append(job.result)
+                chunks.append(job.result)
         records = self._records
-        parts.extend([records.popleft() for _ in range(len(records))])
-        return b"".join(parts)
+        if records:
+            chunks.append(b"".join([records.popleft() for _ in range(len(records))]))
+        return chunks
 
     def _write_cycle(self):
         """Write everything queued; True on success (False: error recorded, data kept)."""
-        data = self._collect()
-        self._wrote = bool(data)
-        if not data:
+        chunks = self._collect()
+        self._wrote = bool(chunks)
+        if not chunks:
             return True
-        view = None
+        done = 0  # chunks[:done] are in the file; chunks[done] may be partly
         try:
             if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
                 # Records already encoded lack the metadata a new file needs on each
                 # tag's first value, so they go the way of the deleted file.
-                self._reopen_deleted(len(data))
+                self._reopen_deleted(sum(map(len, chunks)))
                 self._wrote = False
                 return False
             if self._fd is None:  # first write in a forked child, or after a deletion
                 self._open()
-                data, self._head = self._head + data, b""
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+                chunks.insert(0, self._head)
+                self._head = b""
+            while done < len(chunks):
+                if hasattr(os, "writev"):
+                    written = os.writev(self._fd, chunks[done:done + _IOV_MAX])
+                else:  # Windows: one chunk at a time
+                    written = os.write(self._fd, chunks[done])
+                while done < len(chunks) and written >= len(chunks[done]):
+                    written -= len(chunks[done])
+                    done += 1
+                if written:
+                    chunks[done] = memoryview(chunks[done])[written:]
             self._unwritten = b""
             self._dirty = True
             return True
         except Exception as exc:  # disk full, vanished file system, even MemoryError
-            self._unwritten = bytes(view) if view is not None else data
+            self._unwritten = b"".join(chunks[done:])
             if self._error is None:
                 self._error = exc if isinstance(exc, WriteError) else self._wrap(exc)
             return False

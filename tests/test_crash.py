@@ -88,6 +88,7 @@ def write(fd, data):
     return real_write(fd, data)
 
 event_file.os.write = write
+event_file.os.writev = lambda fd, buffers: write(fd, b"".join(buffers))
 w = tbx.SummaryWriter(sys.argv[1], filename_suffix=".torn")
 step = 0
 while True:

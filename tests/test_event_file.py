@@ -112,7 +112,10 @@ def count_records(data):
 
 
 class WriteFaults:
-    """Wraps os.write for the file descriptors of one event file."""
+    """Wraps os.write and os.writev for the file descriptors of one event file.
+
+    A writev is modelled as the write of its buffers' concatenation.
+    """
 
     def __init__(self, monkeypatch, path):
         self.path = os.path.realpath(path)
@@ -122,6 +125,10 @@ class WriteFaults:
         self.records_written = 0
         self.calls = 0
         monkeypatch.setattr(event_file.os, "write", self.write)
+        monkeypatch.setattr(event_file.os, "writev", self.writev)
+
+    def writev(self, fd, buffers):
+        return self.write(fd, b"".join(buffers))
 
     def ours(self, fd):
         return fd_target(fd) == self.path

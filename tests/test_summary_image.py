@@ -201,3 +201,28 @@ def test_cuda_image_tensor(tmp_path):
         writer.add_images("batch", torch.from_numpy(FLOAT_HWC[None].transpose(0, 3, 1, 2).copy()).cuda(), 0)
     assert np.array_equal(_one(tmp_path, "img"), HWC3)
     assert np.array_equal(_one(tmp_path, "batch"), _from_float(FLOAT_HWC))
+
+
+def test_string_tensor_record_equals_protobuf_serialization():
+    """The hand-built media record is byte for byte what protobuf writes for the same Event."""
+    from tbx import record
+    from tbx.proto import event_pb2
+    from tbx.summary._metadata import string_tensor_record
+    from tbx.summary.image import METADATA
+
+    for tag, step, wall, dims, strings, md in [
+        ("img", 3, 1700000000.5, (3,), [b"4", b"2", b"\x89PNG" + bytes(300)], METADATA),
+        ("", 0, 0.0, (1, 2), [b"RIFF" + bytes(70000), b""], None),
+        ("ü/a", -(2 ** 40), -0.0, (0,), [], METADATA),
+    ]:
+        event = event_pb2.Event(wall_time=wall, step=step)
+        value = event.summary.value.add(tag=tag)
+        value.tensor.dtype = 7
+        value.tensor.tensor_shape.SetInParent()
+        for d in dims:
+            value.tensor.tensor_shape.dim.add(size=d)
+        value.tensor.string_val.extend(strings)
+        if md is not None:
+            value.metadata.CopyFrom(md)
+        got = string_tensor_record(tag, step, wall, dims, strings, None if md is None else md.SerializeToString())
+        assert got == record.frame(event.SerializeToString())

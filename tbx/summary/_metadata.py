@@ -1,5 +1,7 @@
 """Serialized SummaryMetadata and helpers shared by the summary modules."""
 
+import struct
+
 from tbx import record
 from tbx.proto import event_pb2, summary_pb2
 
@@ -22,3 +24,40 @@ def value_record(tag, step, wall_time, fill):
     value = event.summary.value.add(tag=tag)
     fill(value)
     return record.frame(event.SerializeToString())
+
+
+def _varint(n):
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(key, body):
+    return key + _varint(len(body)) + body
+
+
+def string_tensor_record(tag, step, wall_time, dims, strings, metadata_bytes=None):
+    """A framed Event with one Summary.Value holding a DT_STRING tensor.
+
+    The bytes equal protobuf's serialization of the same message, built
+    without copying the (often large) strings into a message object first,
+    so the encoder pool holds the GIL briefly; ``record.frame`` then
+    checksums large records with the GIL released.
+    """
+    shape = b"".join(_field(b"\x12", b"\x08" + _varint(d) if d else b"") for d in dims)
+    tensor = b"".join([b"\x08\x07", _field(b"\x12", shape), *(_field(b"\x42", s) for s in strings)])
+    value = b"".join([
+        _field(b"\x0a", tag.encode("utf-8")) if tag else b"",
+        _field(b"\x42", tensor),
+        _field(b"\x4a", metadata_bytes) if metadata_bytes is not None else b"",
+    ])
+    event = b"".join([
+        b"\x09" + struct.pack("<d", wall_time) if struct.pack("<d", wall_time) != bytes(8) else b"",
+        b"\x10" + _varint(step) if step else b"",
+        _field(b"\x2a", _field(b"\x0a", value)),
+    ])
+    return record.frame(event)

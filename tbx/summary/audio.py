@@ -34,14 +34,15 @@ import struct
 import numpy as np
 
 from tbx._convert import scalar_value
-from tbx.proto import plugin_data_pb2, tensor_pb2
-from tbx.summary._metadata import metadata, value_record
+from tbx.proto import plugin_data_pb2
+from tbx.summary._metadata import metadata, string_tensor_record
 
 PLUGIN_NAME = "audio"
 METADATA = metadata(
     PLUGIN_NAME,
     plugin_data_pb2.AudioPluginData(version=0, encoding=plugin_data_pb2.AudioPluginData.WAV).SerializeToString(),
 )
+METADATA_BYTES = METADATA.SerializeToString()
 PCM_SCALE = 32767
 """Full scale of the 16-bit samples: a float sample x becomes round(x * PCM_SCALE)."""
 
@@ -141,14 +142,4 @@ def encode_wav(clip, sample_rate):
 def audio_record(tag, clip, sample_rate, step, wall_time, with_metadata):
     """Framed Event bytes with one WAV clip (runs on the encoder pool)."""
     wav = encode_wav(clip, sample_rate)
-
-    def fill(value):
-        tensor = value.tensor
-        tensor.dtype = tensor_pb2.DT_STRING
-        tensor.tensor_shape.dim.add(size=1)
-        tensor.tensor_shape.dim.add(size=2)
-        tensor.string_val.extend([wav, b""])
-        if with_metadata:
-            value.metadata.CopyFrom(METADATA)
-
-    return value_record(tag, step, wall_time, fill)
+    return string_tensor_record(tag, step, wall_time, (1, 2), (wav, b""), METADATA_BYTES if with_metadata else None)
