@@ -15,6 +15,7 @@ import atexit
 import collections
 import itertools
 import os
+import queue
 import socket
 import threading
 import time
@@ -94,8 +95,7 @@ class _Pool:
     """
 
     def __init__(self):
-        self._queue = collections.deque()
-        self._ready = threading.Semaphore(0)
+        self._queue = queue.SimpleQueue()  # C-level put/get: a cheap hand-over from the caller
         self._threads = []
         self._lock = threading.Lock()
         self.size = max(1, min(4, os.cpu_count() or 1))
@@ -107,13 +107,12 @@ class _Pool:
                     thread = threading.Thread(target=self._work, name="tbx-encoder", daemon=True)
                     self._threads.append(thread)
                     thread.start()
-        self._queue.append(job)
-        self._ready.release()
+        self._queue.put(job)
 
     def _work(self):
+        get = self._queue.get
         while True:
-            self._ready.acquire()
-            self._queue.popleft().run()
+            get().run()
 
 
 _pool = _Pool()
