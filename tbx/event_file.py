@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 
-from tbx import record
+from tbx import _snapshot, record
 from tbx.errors import WriteError, WriterClosedError
 from tbx.proto import event_pb2
 
@@ -63,9 +63,10 @@ def header_record(wall_time=None):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "nbytes", "result", "error", "done", "writer")
+    __slots__ = ("fn", "args", "nbytes", "result", "error", "done", "writer", "buffer")
 
-    def __init__(self, fn, args, nbytes, writer):
+    def __init__(self, fn, args, nbytes, writer, buffer=None):
+        self.buffer = buffer  # a tbx._snapshot buffer among the args, recycled after the run
         self.writer = writer  # woken when idle, so a finished job is written at once
         self.fn = fn
         self.args = args
@@ -81,6 +82,8 @@ class _Job:
             self.error = exc
         finally:
             self.fn = self.args = None
+            _snapshot.recycle(self.buffer)
+            self.buffer = None
             self.done.set()
             if self.writer._idle:  # a busy writer takes the result on its next cycle
                 self.writer._wake.set()
@@ -213,14 +216,16 @@ class EventFileWriter:
         if len(records) > self.max_records:
             self._wait_for_room()
 
-    def submit(self, fn, *args, nbytes=0):
+    def submit(self, fn, *args, nbytes=0, buffer=None):
         """Run ``fn(*args) -> bytes`` on the encoder pool; its records are written in submission order.
 
-        ``nbytes`` is the memory the job holds until it finishes (for the bound).
+        ``nbytes`` is the memory the job holds until it finishes (for the bound);
+        ``buffer``, a tbx._snapshot buffer that the args use, is recycled after
+        the run (``fn`` must not return anything that still refers to it).
         """
         if self._closed or self._error is not None:
             self._check()
-        job = _Job(fn, args, nbytes, self)
+        job = _Job(fn, args, nbytes, self, buffer)
         with self._job_lock:
             self._job_bytes += nbytes
             over = self._job_bytes > MAX_PENDING_JOB_BYTES

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
-from tbx import _convert
+from tbx import _convert, _snapshot
 from tbx.event_file import EventFileWriter
 from tbx.summary import histogram as _histogram
 from tbx.summary import image as _image
@@ -239,14 +239,14 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         file = self.file_writer
         if _convert.is_torch_tensor(values) and values.device.type != "cpu" and (bins is None or isinstance(bins, int)):
             snapshot = _check_histogram_tensor(values, tag).detach().flatten().clone()
-            job, nbytes = _device_histogram_job, 0
+            job, nbytes, buffer = _device_histogram_job, 0, None
         else:
             array = _convert.to_numpy(values, "values")
             _check_histogram_array(array, tag)
-            snapshot = np.array(array, copy=True)
+            snapshot, buffer = _snapshot.snapshot(array)
             job, nbytes = _histogram_job, snapshot.nbytes
         first = self._first_use(tag)
-        file.submit(job, self, tag, snapshot, bins, max_bins, step, walltime, first, nbytes=nbytes)
+        file.submit(job, self, tag, snapshot, bins, max_bins, step, walltime, first, nbytes=nbytes, buffer=buffer)
 
     def add_histogram_raw(self, tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts, global_step=None, walltime=None):
         """Log a histogram given as TensorFlow's HistogramProto fields.

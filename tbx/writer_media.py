@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from tbx import _convert
+from tbx import _convert, _snapshot
 from tbx.summary import audio as _audio
 from tbx.summary import boxes as _boxes
 from tbx.summary import image as _image
@@ -44,8 +44,10 @@ class MediaMethods:
         tag, step, walltime = self._point(tag, global_step, walltime)
         rate = _audio.sample_rate_value(sample_rate)
         clip = _audio.to_channels_first(_convert.to_numpy(snd_tensor, "snd_tensor"), rate)
+        clip, buffer = _snapshot.snapshot(clip)
         first = self._first_use(tag)
-        self.file_writer.submit(_audio.audio_record, tag, clip, rate, step, walltime, first, nbytes=clip.nbytes)
+        self.file_writer.submit(_audio.audio_record, tag, clip, rate, step, walltime, first,
+                                nbytes=clip.nbytes, buffer=buffer)
 
     def add_video(self, tag, vid_tensor, global_step=None, fps=4, walltime=None, dataformats="NTCHW"):
         """Log a video as an animated GIF, shown in the Images dashboard.

@@ -238,8 +238,15 @@ def test_sample_rate_value_type(rate):
         audio_summary.sample_rate_value(rate)
 
 
-def test_to_channels_first_is_a_copy_in_channel_order():
+def test_to_channels_first_puts_channels_first_and_the_snapshot_copies():
+    from tbx import _snapshot
+
     data = STEREO.T  # [L, C]
     clip = audio_summary.to_channels_first(data, 8000)
     assert clip.shape == (2, 250) and np.array_equal(clip, STEREO)
-    assert not np.shares_memory(clip, data)
+    for view in (clip, np.ascontiguousarray(clip)):
+        copy, buffer = _snapshot.snapshot(view)
+        assert np.array_equal(copy, STEREO) and not np.shares_memory(copy, data)
+        _snapshot.recycle(buffer)
+    again, buffer = _snapshot.snapshot(np.ascontiguousarray(clip))  # a recycled buffer, overwritten
+    assert np.array_equal(again, STEREO)

@@ -40,24 +40,35 @@ def _field(key, body):
     return key + _varint(len(body)) + body
 
 
+def _nbytes(part):
+    return part.nbytes if isinstance(part, memoryview) else len(part)
+
+
 def string_tensor_record(tag, step, wall_time, dims, strings, metadata_bytes=None):
     """A framed Event with one Summary.Value holding a DT_STRING tensor.
 
-    The bytes equal protobuf's serialization of the same message, built
-    without copying the (often large) strings into a message object first,
-    so the encoder pool holds the GIL briefly; ``record.frame`` then
+    Each element of ``strings`` is bytes or a list of byte buffers (bytes,
+    memoryview) that together form it. The result equals protobuf's
+    serialization of the same message, but the large strings are copied
+    once, by one join, instead of into a message object and out again: the
+    encoder pool then holds the GIL only briefly, and ``record.frame``
     checksums large records with the GIL released.
     """
     shape = b"".join(_field(b"\x12", b"\x08" + _varint(d) if d else b"") for d in dims)
-    tensor = b"".join([b"\x08\x07", _field(b"\x12", shape), *(_field(b"\x42", s) for s in strings)])
-    value = b"".join([
-        _field(b"\x0a", tag.encode("utf-8")) if tag else b"",
-        _field(b"\x42", tensor),
-        _field(b"\x4a", metadata_bytes) if metadata_bytes is not None else b"",
-    ])
-    event = b"".join([
-        b"\x09" + struct.pack("<d", wall_time) if struct.pack("<d", wall_time) != bytes(8) else b"",
+    tensor = [b"\x08\x07", _field(b"\x12", shape)]
+    for string in strings:
+        parts = string if isinstance(string, (list, tuple)) else (string,)
+        tensor.append(b"\x42" + _varint(sum(map(_nbytes, parts))))
+        tensor.extend(parts)
+    tensor_len = sum(map(_nbytes, tensor))
+    value_head = (_field(b"\x0a", tag.encode("utf-8")) if tag else b"") + b"\x42" + _varint(tensor_len)
+    value_tail = _field(b"\x4a", metadata_bytes) if metadata_bytes is not None else b""
+    value_len = len(value_head) + tensor_len + len(value_tail)
+    summary_head = b"\x0a" + _varint(value_len)
+    wall = struct.pack("<d", wall_time)
+    event_head = b"".join([
+        b"\x09" + wall if wall != bytes(8) else b"",
         b"\x10" + _varint(step) if step else b"",
-        _field(b"\x2a", _field(b"\x0a", value)),
+        b"\x2a" + _varint(len(summary_head) + value_len),
     ])
-    return record.frame(event)
+    return record.frame(b"".join([event_head, summary_head, value_head, *tensor, value_tail]))

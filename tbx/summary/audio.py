@@ -69,10 +69,10 @@ def sample_rate_value(sample_rate, name="sample_rate"):
 
 
 def to_channels_first(array, sample_rate, name="snd_tensor"):
-    """A ``[channels, frames]`` snapshot of ``array`` (float in [-1, 1] or int16), validated.
+    """A ``[channels, frames]`` view of ``array`` (float in [-1, 1] or int16), validated.
 
     Called on the caller's thread: checks dtype, shape and range (against the
-    limits of a WAV header at ``sample_rate`` Hz), and copies.
+    limits of a WAV header at ``sample_rate`` Hz). The caller snapshots it.
 
     Raises:
         TypeError: a dtype other than float or int16.
@@ -114,32 +114,39 @@ def to_channels_first(array, sample_rate, name="snd_tensor"):
                 f"{name} has samples in [{float(lo):g}, {float(hi):g}]; expected floats in [-1, 1] "
                 "(normalize, e.g. x / abs(x).max(), or clip before logging)"
             )
-    return np.array(array, copy=True)
+    return array
 
 
 def to_pcm16(clip):
     """int16 samples of a ``[channels, frames]`` clip (float in [-1, 1] or int16)."""
     if clip.dtype == np.int16:
         return clip
-    return np.rint(clip.astype(np.float64) * PCM_SCALE).astype(np.int16)
+    scaled = clip.astype(np.float64)  # one temporary, worked on in place
+    scaled *= PCM_SCALE
+    return np.rint(scaled, out=scaled).astype(np.int16)
+
+
+def wav_parts(clip, sample_rate):
+    """A 16-bit PCM WAV file of a ``[channels, frames]`` clip as [header, samples] buffers."""
+    pcm = to_pcm16(clip)
+    channels = pcm.shape[0]
+    data = memoryview(np.ascontiguousarray(pcm.T, dtype="<i2")).cast("B")  # channels interleaved per frame
+    block_align = 2 * channels
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + data.nbytes, b"WAVE",
+        b"fmt ", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16,
+        b"data", data.nbytes,
+    )
+    return [header, data]
 
 
 def encode_wav(clip, sample_rate):
     """A 16-bit PCM WAV file (bytes) of a ``[channels, frames]`` clip at ``sample_rate`` Hz."""
-    pcm = to_pcm16(clip)
-    channels = pcm.shape[0]
-    data = np.ascontiguousarray(pcm.T, dtype="<i2").tobytes()  # WAV interleaves the channels frame by frame
-    block_align = 2 * channels
-    header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(data), b"WAVE",
-        b"fmt ", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16,
-        b"data", len(data),
-    )
-    return header + data
+    return b"".join(wav_parts(clip, sample_rate))
 
 
 def audio_record(tag, clip, sample_rate, step, wall_time, with_metadata):
     """Framed Event bytes with one WAV clip (runs on the encoder pool)."""
-    wav = encode_wav(clip, sample_rate)
+    wav = wav_parts(clip, sample_rate)
     return string_tensor_record(tag, step, wall_time, (1, 2), (wav, b""), METADATA_BYTES if with_metadata else None)
