@@ -101,7 +101,9 @@ class _Pool:
         self._queue = queue.SimpleQueue()  # C-level put/get: a cheap hand-over from the caller
         self._threads = []
         self._lock = threading.Lock()
-        self.size = max(1, min(4, os.cpu_count() or 1))
+        # One core is left to the training loop: on small machines, encoders on
+        # every core slow the caller's own (GIL-bound) work more than they gain.
+        self.size = max(1, min(4, (os.cpu_count() or 2) - 1))
 
     def submit(self, job):
         if len(self._threads) < self.size:
