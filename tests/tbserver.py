@@ -361,3 +361,15 @@ class TensorBoardServer:
 
 class _PortTaken(Exception):
     pass
+
+
+def fetched_once(fetch):
+    """``get(key)`` calling ``fetch(key)`` the first time only (e.g. one server start per loader)."""
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            cache[key] = fetch(key)
+        return cache[key]
+
+    return get

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import tbx
-from tbserver import TensorBoardServer
+from tbserver import TensorBoardServer, fetched_once
 
 # The writer under test; the stand-in during development was
 # torch.utils.tensorboard.SummaryWriter, which has the same API.
@@ -292,14 +292,7 @@ def written(tmp_path_factory):
 def views(written):
     """``views(load_fast)``: that loader's view, fetched on first use, so any test
     order or ``-k`` selection works and each loader is started once per module."""
-    fetched = {}
-
-    def get(load_fast):
-        if load_fast not in fetched:
-            fetched[load_fast] = collect(written[0], load_fast)
-        return fetched[load_fast]
-
-    return get
+    return fetched_once(lambda load_fast: collect(written[0], load_fast))
 
 
 @pytest.fixture(params=LOADERS)

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 import tbx
-from tbserver import TensorBoardError, TensorBoardServer
+from tbserver import TensorBoardError, TensorBoardServer, fetched_once
 
 SummaryWriter = tbx.SummaryWriter
 
@@ -589,15 +589,9 @@ def written(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def views(written):
-    """``views(load_fast)``: that loader's view, fetched once per module on first use."""
-    fetched = {}
-
-    def get(load_fast):
-        if load_fast not in fetched:
-            fetched[load_fast] = collect(written[0], load_fast)
-        return fetched[load_fast]
-
-    return get
+    """``views(load_fast)``: that loader's view, fetched on first use, so any test
+    order or ``-k`` selection works and each loader is started once per module."""
+    return fetched_once(lambda load_fast: collect(written[0], load_fast))
 
 
 @pytest.fixture(params=LOADERS)

@@ -3,6 +3,7 @@
 import struct
 
 from tbx import record
+from tbx._pure import _field_bytes as _field, _varint
 from tbx.proto import event_pb2, summary_pb2
 
 SCALAR = summary_pb2.DATA_CLASS_SCALAR
@@ -24,20 +25,6 @@ def value_record(tag, step, wall_time, fill):
     value = event.summary.value.add(tag=tag)
     fill(value)
     return record.frame(event.SerializeToString())
-
-
-def _varint(n):
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(key, body):
-    return key + _varint(len(body)) + body
 
 
 def _nbytes(part):
