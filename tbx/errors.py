@@ -5,6 +5,15 @@ class TbxError(Exception):
     """Base class of every tbx-specific error."""
 
 
+class Error(TbxError):
+    """W&B's ``wandb.Error``: a W&B-style API call made in the wrong state or with bad values."""
+
+    def __init__(self, message, context=None):
+        super().__init__(message)
+        self.message = message
+        self.context = context or {}
+
+
 class WriterClosedError(TbxError, RuntimeError):
     """An add_*/flush call on a writer after close()."""
 

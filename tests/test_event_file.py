@@ -28,6 +28,8 @@ import pytest
 
 import tbx
 from tbx import event_file, record
+from tbx.summary import histogram as summary_histogram
+from tbx.summary import image as summary_image
 from tbx.errors import TbxError, WriteError, WriterClosedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -684,7 +686,7 @@ def _failing(*args, **kwargs):
 
 
 def test_encoding_error_surfaces_on_the_next_add(tmp_path, monkeypatch):
-    monkeypatch.setattr(tbx.summary.image, "image_record", _failing)
+    monkeypatch.setattr(summary_image, "image_record", _failing)
     w = tbx.SummaryWriter(tmp_path)
     w.add_scalar("loss", 0.0, 0)
     w.add_image("img", np.zeros((3, 8, 8), np.uint8), 0)
@@ -705,7 +707,7 @@ def test_encoding_error_surfaces_on_the_next_add(tmp_path, monkeypatch):
 
 
 def test_encoding_error_surfaces_on_flush(tmp_path, monkeypatch):
-    monkeypatch.setattr(tbx.summary.histogram, "compute_bins", _failing)
+    monkeypatch.setattr(summary_histogram, "compute_bins", _failing)
     w = tbx.SummaryWriter(tmp_path)
     w.add_histogram("h", np.arange(10.0), 0)
     w.add_scalar("loss", 0.0, 0)
@@ -717,7 +719,7 @@ def test_encoding_error_surfaces_on_flush(tmp_path, monkeypatch):
 
 
 def test_encoding_error_on_close_still_closes_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(tbx.summary.image, "image_record", _failing)
+    monkeypatch.setattr(summary_image, "image_record", _failing)
     w = tbx.SummaryWriter(tmp_path)
     path = wait_for_file(tmp_path)
     w.add_scalar("loss", 0.0, 0)
