@@ -725,7 +725,11 @@ class Run:
         for key, value in data.items():
             if type(key) is not str:
                 raise TypeError("Key values passed to `wandb.log` must be strings.")
-            _prepare(key, value, prepared)
+            kind = type(value)
+            if kind is float or kind is int:  # the common case, inlined
+                prepared[key] = (_SCALAR, value, value)
+            else:
+                _prepare(key, value, prepared)
         if step is not None:
             step = _convert.step_value(step, "step")
         if self.disabled:
@@ -798,13 +802,16 @@ class Run:
         flat["_timestamp"] = walltime
         summary.update_from_log(flat)
         hidden = summary.hidden_keys() if self._hidden else ()
+        add_scalar = writer.add_scalar
         for key, (kind, payload, _) in row.items():
+            if kind == _SCALAR:
+                if key not in hidden:
+                    add_scalar(key, payload, steps.get(key, step) if steps else step, walltime, True)
+                continue
             if kind == _NONE or kind == _OTHER or kind == _MEDIA or kind == _MEDIA_LIST or key in hidden:
                 continue
             at = steps.get(key, step)
-            if kind == _SCALAR:
-                writer.add_scalar(key, payload, at, walltime, new_style=True)
-            elif kind == _TEXT:
+            if kind == _TEXT:
                 writer.add_text(key, payload, at, walltime)
             elif kind == _HIST:
                 _write_histogram(writer, key, payload[0], payload[1], payload[2], at, walltime)

@@ -8,6 +8,7 @@ pool. A background thread writes everything to the event file within
 ``tbx.event_file.WRITE_INTERVAL`` seconds.
 """
 
+import math
 import os
 import socket
 import threading
@@ -35,6 +36,7 @@ _scalar_value = _convert.scalar_value
 _step_value = _convert.step_value
 _wall_time_value = _convert.wall_time_value
 _now = time.time
+_isfinite = math.isfinite
 
 
 def default_logdir(comment=""):
@@ -160,7 +162,10 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
             scalar_value = _scalar_value(scalar_value)
         if type(global_step) is not int:
             global_step = _step_value(global_step)
-        walltime = _now() if walltime is None else _wall_time_value(walltime)
+        if walltime is None:
+            walltime = _now()
+        elif type(walltime) is not float or not _isfinite(walltime):
+            walltime = _wall_time_value(walltime)
         file = self.file_writer
         metadata = None
         if new_style and tag not in file.seen:
