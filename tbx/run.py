@@ -25,8 +25,8 @@ so each key has one point per step in TensorBoard.
 
 Value mapping (per row, at its step): Python/numpy/torch real scalars and bools
 → ``add_scalar(new_style=True)`` (NaN/inf kept); ``None`` → summary only;
-arrays/tensors with more than one element → a 32-bin histogram (W&B stores
-arrays of up to 32 elements as lists: they are kept as lists in the summary);
+arrays/tensors of more than 32 elements → a 32-bin histogram (W&B keeps
+shorter arrays as lists: so does the summary, and they are not charted);
 ``str`` → ``add_text``; nested dicts → ``/``-joined keys; tbx.media objects →
 their own ``_tb_log``; lists of media → ``tbx.media.log_media_list``; Python
 lists → summary only. Keys whose ``define_metric`` has a ``step_metric`` are
@@ -73,7 +73,7 @@ _summary_mod = importlib.import_module("tbx.run_summary")
 __all__ = ["init", "Run", "log", "finish", "define_metric", "watch", "unwatch", "get_run", "Error", "UsageError"]
 
 HISTOGRAM_BINS = 32
-"""Bins of the histogram an array of more than one element becomes (W&B: 32)."""
+"""Bins of the histogram an array of more than LIST_MAX elements becomes (W&B: 32)."""
 LIST_MAX = 32
 """Arrays of at most this many elements are kept as lists in the summary (W&B's rule)."""
 
@@ -460,8 +460,8 @@ def _prepare_array(key, value, out):
             out[key] = (_OTHER, None, array.tolist())
             return
         raise TypeError(f"log: the value of key {key!r} is an array of {array.dtype}; only numeric arrays are logged")
-    if array.size == 0:
-        out[key] = (_OTHER, None, [])
+    if array.size <= LIST_MAX:  # W&B keeps short arrays as lists: in the summary, not charted
+        out[key] = (_OTHER, None, array.tolist())
         return
     data = array.astype(np.float64, copy=False).ravel()
     finite = data[np.isfinite(data)]
@@ -469,8 +469,7 @@ def _prepare_array(key, value, out):
         counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
     else:
         counts, edges = np.zeros(0, np.int64), np.zeros(0)
-    summary = array.tolist() if array.size <= LIST_MAX else _histogram_json(counts, edges)
-    out[key] = (_HIST, (counts, edges, finite), summary)
+    out[key] = (_HIST, (counts, edges, finite), _histogram_json(counts, edges))
 
 
 def _write_histogram(writer, tag, counts, edges, finite, step, walltime):
