@@ -267,7 +267,11 @@ class Image:
 
     def _tb_log(self, writer, tag, step):
         """Write the image (``add_image``, HWC) and its caption into ``writer`` at ``step``."""
-        writer.add_image(tag, self._pixels, step, dataformats="HWC")
+        pixels = self._pixels
+        if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] in (1, 3, 4):
+            writer._add_owned_images(tag, [pixels], step)  # the Image's own copy: no second one
+        else:
+            writer.add_image(tag, pixels, step, dataformats="HWC")
         _log_caption(writer, tag, self.caption, step)
 
     def __repr__(self):

@@ -347,6 +347,14 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         nbytes = sum(img.nbytes for img in images)
         file.submit(_image.image_record, tag, images, step, walltime, first, grid, nbytes=nbytes)
 
+    def _add_owned_images(self, tag, images, global_step=None, walltime=None):
+        """add_images for HWC uint8 arrays that nobody will change (a tbx.media.Image's own
+        pixels): no validation and no snapshot copy, one sample per image."""
+        tag, step, walltime = self._point(tag, global_step, walltime)
+        first = self._first_use(tag)
+        nbytes = sum(img.nbytes for img in images)
+        self.file_writer.submit(_image.image_record, tag, images, step, walltime, first, False, nbytes=nbytes)
+
     # -- text -----------------------------------------------------------------
 
     def add_text(self, tag, text_string, global_step=None, walltime=None):
