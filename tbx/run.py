@@ -541,7 +541,7 @@ class Run:
         self._finished = False
         self._row = {}
         self._row_open = False
-        self._pending_hist = []
+        self._pending_hist = {}  # tag -> [k, 3] rows queued by tbx.watch for the next committed row
         self._last_values = {}
         self._step_metrics = False
         self._hidden = False
@@ -780,9 +780,9 @@ class Run:
             elif kind == _SCALAR:
                 self._last_values[key] = summary_value
             flat[key] = summary_value
-        pending, self._pending_hist = self._pending_hist, []
-        for tag, counts, edges in pending:
-            flat[tag] = _histogram_json(counts, edges)
+        pending, self._pending_hist = self._pending_hist, {}
+        for tag, rows in pending.items():
+            flat[tag] = _histogram_json(rows[:, 2], np.append(rows[:, 0], rows[-1, 1]))
         summary = self.summary
         steps = {}
         if self._step_metrics:
@@ -822,8 +822,8 @@ class Run:
                 payload._tb_log(writer, key, at)
             else:
                 _media_module().log_media_list(writer, key, payload, at)
-        for tag, counts, edges in pending:
-            _write_histogram(writer, tag, counts, edges, None, step, walltime)
+        for tag, rows in pending.items():
+            writer._add_histogram_rows(tag, rows, step, walltime)
 
     def _queue_histogram(self, tag, rows):
         """Queue a histogram (float64 [k, 3] rows: left, right, count) for the next committed row (tbx.watch)."""
@@ -832,11 +832,8 @@ class Run:
         rows = np.asarray(rows, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != 3 or rows.shape[0] == 0:
             return
-        edges = np.concatenate([rows[:, 0], rows[-1:, 1]])
-        counts = rows[:, 2]
         with self._lock:
-            self._pending_hist = [p for p in self._pending_hist if p[0] != tag]
-            self._pending_hist.append((tag, counts, edges))
+            self._pending_hist[tag] = rows
 
     # -- metrics, watch ---------------------------------------------------------------
 

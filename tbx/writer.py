@@ -347,6 +347,11 @@ class SummaryWriter(MediaMethods, PluginMethods, ProjectorMethods, GraphMethods,
         nbytes = sum(img.nbytes for img in images)
         file.submit(_image.image_record, tag, images, step, walltime, first, grid, nbytes=nbytes)
 
+    def _add_histogram_rows(self, tag, rows, global_step=None, walltime=None):
+        """A histogram given as trusted float64 ``[k, 3]`` rows (tbx.watch): written as they are."""
+        tag, step, walltime = self._point(tag, global_step, walltime)
+        self.file_writer.write(_histogram.histogram_record(tag, rows, step, walltime, self._first_use(tag)))
+
     def _add_owned_images(self, tag, images, global_step=None, walltime=None):
         """add_images for HWC uint8 arrays that nobody will change (a tbx.media.Image's own
         pixels): no validation and no snapshot copy, one sample per image."""
