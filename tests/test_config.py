@@ -8,7 +8,6 @@ import enum
 import gc
 import json
 import math
-import os
 import pathlib
 import pickle
 import sys
@@ -16,6 +15,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from wandb_oracle import offline_run
 
 from tbx.config import Config, ConfigError, load_defaults
 from tbx.errors import TbxError
@@ -32,22 +33,8 @@ CHANGE_MSG = (
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory):
     """One offline wandb run for the whole module (an init costs ~0.5 s)."""
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DIR")}
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    try:
-        wandb = pytest.importorskip("wandb", reason="wandb not installed: no oracle to compare with")
-        d = tmp_path_factory.mktemp("wandb_oracle")
-        os.environ["WANDB_DIR"] = str(d)
-        run = wandb.init(mode="offline", dir=str(d), reinit="create_new", settings={"console": "off"},
-                         config=argparse.Namespace(lr=0.1, batch_size=32))
+    with offline_run(tmp_path_factory.mktemp("wandb_oracle"), config=argparse.Namespace(lr=0.1, batch_size=32)) as run:
         yield run
-        run.finish()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def same(a, b):

@@ -2,10 +2,11 @@
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
+
+from wandb_oracle import offline_run
 
 from tbx.errors import TbxError
 from tbx.run_summary import MetricDefinition, MetricError, MetricTypeError, Summary
@@ -35,21 +36,8 @@ def feed(summary, rows):
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory):
     """One offline wandb run for the module; scenarios use disjoint key names."""
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DIR")}
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    try:
-        wandb = pytest.importorskip("wandb", reason="wandb not installed: no oracle to compare with")
-        d = tmp_path_factory.mktemp("wandb_oracle")
-        os.environ["WANDB_DIR"] = str(d)
-        run = wandb.init(mode="offline", dir=str(d), reinit="create_new", settings={"console": "off"})
+    with offline_run(tmp_path_factory.mktemp("wandb_oracle")) as run:
         yield run
-        run.finish()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # Each scenario: definitions, then a list of actions: a dict is a committed row,

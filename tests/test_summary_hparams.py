@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from tensorboard import context as tb_context
 from tensorboard.backend.event_processing import data_provider as tb_data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer as tb_mux
