@@ -15,6 +15,7 @@ import struct
 import wave
 
 import numpy as np
+import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as legacy_acc
 from tensorboard.backend.event_processing import plugin_event_accumulator as plugin_acc
@@ -318,3 +319,13 @@ def histogram_row_problems(rows):
     if len(rows) and (rows[0, 2] == 0 or rows[-1, 2] == 0):
         out.append(f"empty end bucket: first {rows[0].tolist()}, last {rows[-1].tolist()}")
     return out
+
+
+def interleave_bad_calls(writer, bad_calls, good):
+    """``good(writer, step)`` before each ``(name, call, exc, match)`` bad call, each of which must
+    raise ``exc`` matching ``match``; returns the steps of the good points."""
+    for step, (_name, call, exc, match) in enumerate(bad_calls):
+        good(writer, step)
+        with pytest.raises(exc, match=match):
+            call(writer)
+    return list(range(len(bad_calls)))

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from tbx import _snapshot
 from tbx.proto import plugin_data_pb2
 from tbx.summary._metadata import BLOB_SEQUENCE, metadata, string_tensor_record
 
@@ -56,12 +57,8 @@ def to_hwc_uint8(array, dataformats, name="img_tensor"):
     channels = array.shape[-1]
     if channels not in (1, 3, 4):
         raise ValueError(f"{name} has {channels} channels (shape {array.shape} as {'NHWC' if batch else 'HWC'}); expected 1, 3 or 4")
-    if array.dtype == np.uint8 and array.flags.c_contiguous:
-        # memcpy with the GIL held: numpy's copy gives the GIL away and then
-        # waits to win it back from the busy encoder threads
-        pixels = np.frombuffer(bytes(memoryview(array).cast("B")), dtype=np.uint8).reshape(array.shape)
-    elif array.dtype == np.uint8:
-        pixels = np.array(array, copy=True)
+    if array.dtype == np.uint8:
+        pixels = _snapshot.snapshot(array)[0]  # its buffer is not recycled: images are freed with their job
     elif array.dtype == np.bool_:
         pixels = array.astype(np.uint8) * 255
     elif array.dtype.kind == "f":
