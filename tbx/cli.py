@@ -5,6 +5,7 @@ Subcommands::
     tbx ls LOGDIR [--json]     runs, tags, kinds, counts and step ranges
     tbx verify LOGDIR          check every record of every event file
     tbx demo [--logdir DIR]    train a small model and log it (a run to view in TensorBoard)
+    tbx sync SRC DST           carry runs between TensorBoard, MLflow and W&B
 
 Exit status: 0 success, 1 handled error (one line on stderr; ``TBX_DEBUG=1``
 adds the traceback), 2 usage error (argparse's default). With no arguments the
@@ -42,6 +43,7 @@ _MAIN_EXAMPLES = """\
 examples:
   tbx ls runs/
   tbx verify runs/
+  tbx sync runs/ mlflow --experiment resnet
   tbx ls -h
 
 Set TBX_DEBUG=1 to see the traceback of an error.
@@ -171,13 +173,16 @@ def _add_demo(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Inspect and check TensorBoard event files.",
+        prog=PROG, description="Inspect and check TensorBoard event files; carry runs between trackers.",
         epilog=_MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_ls(sub)
     _add_verify(sub)
     _add_demo(sub)
+    from tbx.converters import cli as sync_cli
+
+    sync_cli.add_parser(sub)
     return parser
 
 
