@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -48,7 +49,8 @@ class Progress:
 
     def __init__(self, total_runs: int, enabled: bool, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
-        self.enabled = enabled and getattr(self.out, "isatty", lambda: False)()
+        self.enabled = (enabled and getattr(self.out, "isatty", lambda: False)()
+                        and os.environ.get("TBX_DISABLE_PROGRESS_BARS", "") in ("", "0"))
         self.total = total_runs
         self.done = 0
         self.points = 0
@@ -311,6 +313,10 @@ class Engine:
             plan = _Plan(exp, counts, rr)
             meta = _meta_digest(exp)
             meta_changed = entry is None or entry.meta != meta
+            if not meta_changed:
+                for kind in ("params", "tags"):
+                    if exp.count(kind):
+                        rr.kind(kind).already = exp.count(kind)
             if not plan.items and not meta_changed:
                 rr.status = "up-to-date"
                 return
@@ -318,7 +324,8 @@ class Engine:
                 rr.status = "would-carry"
                 for kind, _tag, items, _done in plan.slices:
                     rr.kind(kind).written += len(items)
-                rr.kind("files").written += len(plan.files) if plan.files else 0
+                if plan.files:
+                    rr.kind("files").written += len(plan.files)
                 return
             dest.write_meta(exp)
             if meta_changed:

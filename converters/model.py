@@ -125,9 +125,12 @@ class Media:
 
 @dataclasses.dataclass
 class Text:
+    """Markdown text at one step; ``shape`` is TensorBoard's tensor shape, ``()`` or ``(1,)``."""
+
     step: int
     wall_time: float
     text: str
+    shape: tuple = ()
 
     def same(self, other: Text) -> bool:
         return self.step == other.step and self.text == other.text

@@ -133,6 +133,7 @@ class SyncReport:
             "counts": {
                 "runs": len(self.runs),
                 "carried": sum(r.status == "carried" for r in self.runs),
+                "would_carry": sum(r.status == "would-carry" for r in self.runs),
                 "up_to_date": sum(r.status == "up-to-date" for r in self.runs),
                 "failed": sum(r.status == "failed" for r in self.runs),
                 "skipped": self.skipped_runs,
@@ -150,8 +151,9 @@ class SyncReport:
         d = self.as_dict()
         c = d["counts"]
         verb = "would carry" if self.dry_run else "carried"
+        done = c["would_carry"] if self.dry_run else c["carried"]
         out.write(f"{self.source} -> {self.destination}: {c['runs']} runs "
-                  f"({c['carried']} {verb}, {c['up_to_date']} up to date, {c['failed']} failed"
+                  f"({done} {verb}, {c['up_to_date']} up to date, {c['failed']} failed"
                   + (f", {c['skipped']} not selected" if c["skipped"] else "") + f") in {self.seconds:.1f} s\n")
         header = f"{'run':<32} {'kind':<10} {'read':>9} {'already':>9} {'written':>9} {'verified':>9}  notes\n"
         out.write(header)

@@ -37,6 +37,7 @@ items sent again appear once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -226,12 +227,21 @@ def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bo
             if what == "graph_def":
                 data.add("tensors", "__graph__", RawValue(event.step, event.wall_time, "graph", event.graph_def))
                 continue
+            if what == "tagged_run_metadata":
+                data.add("tensors", event.tagged_run_metadata.tag, RawValue(
+                    event.step, event.wall_time, "run_metadata", event.tagged_run_metadata.SerializeToString()))
+                continue
             if what != "summary":
                 continue
             for v in event.summary.value:
                 _read_value(data, event, v, plugins, metadata, hparams, report)
     for err in stats.problems:
-        if report is not None:
+        if report is not None and getattr(err, "reason", None) == "length crc":
+            rest = os.path.getsize(err.path) - err.offset
+            report.dropped("records", f"unreadable from byte {err.offset} to the end of {err.path} "
+                                      f"({rest} bytes): a record length is corrupt")
+            report.problem(str(err))
+        elif report is not None:
             report.dropped("records", f"corrupt record in {err.path} at byte {err.offset}")
             report.problem(str(err))
     if hparams:
@@ -280,6 +290,14 @@ def _read_value(data: RunData, event: Any, v: Any, plugins: dict[str, str],
                                      sample_rate=a.sample_rate or _wav_rate(a.encoded_audio_string)))
         return
     plugin = plugins.get(tag, "")
+    if plugin == "hparams":  # torch and tensorboardX write these with no value at all
+        content = hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+        if content.WhichOneof("data") == "session_start_info":
+            for name, hv in content.session_start_info.hparams.items():
+                hparams[name] = _hparam_value(hv)
+        elif content.WhichOneof("data") == "experiment":  # its metric columns and domains: kept as they are
+            data.add("tensors", tag, RawValue(step, wall, "hparams", v.SerializeToString(deterministic=True)))
+        return
     if field != "tensor":
         if report is not None:
             report.dropped("tensors", f"summary value of kind {field!r} (tag {tag!r}) is not supported")
@@ -305,14 +323,10 @@ def _read_value(data: RunData, event: Any, v: Any, plugins: dict[str, str],
             data.add("audio", tag, Media(step, wall, clip, "wav", i, sample_rate=_wav_rate(clip),
                                          caption=label.decode("utf-8", "replace") or None))
         return
-    if plugin == "text" and t.dtype == tensor_pb2.DT_STRING and not t.tensor_shape.dim and len(t.string_val) == 1:
-        data.add("text", tag, Text(step, wall, t.string_val[0].decode("utf-8", "replace")))
-        return
-    if plugin == "hparams":
-        content = hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-        if content.WhichOneof("data") == "session_start_info":
-            for name, hv in content.session_start_info.hparams.items():
-                hparams[name] = _hparam_value(hv)
+    dims = tuple(d.size for d in t.tensor_shape.dim)
+    if plugin == "text" and t.dtype == tensor_pb2.DT_STRING and dims in ((), (1,)) and len(t.string_val) == 1:
+        # torch and tensorboardX write text as shape [1], tbx as a scalar string
+        data.add("text", tag, Text(step, wall, t.string_val[0].decode("utf-8", "replace"), dims))
         return
     raw = summary_pb2.Summary.Value()
     raw.CopyFrom(v)
@@ -406,7 +420,6 @@ class TfeventsRun(DestRun):
             return None
 
     def _choose_dir(self, run: RunData) -> str:
-        import hashlib
         rel = _safe_name(run.name)
         path = os.path.join(self.dest.logdir, rel) if rel != "." else self.dest.logdir
         owner = self._marker(path) if os.path.isdir(path) else None
@@ -492,7 +505,8 @@ class TfeventsRun(DestRun):
                     strings += [m.data, (m.caption or "").encode()]
                 w.write(string_tensor_record(tag, group[0].step, group[0].wall_time, (len(group), 2), strings, md))
         elif kind == "text":
-            w.write(b"".join(text_summary.text_record(tag, t.text, t.step, t.wall_time, self._first(kind, tag))
+            w.write(b"".join(text_summary.text_record(tag, [t.text] if t.shape else t.text, t.step, t.wall_time,
+                                                      self._first(kind, tag), shape=tuple(t.shape))
                              for t in items))
         elif kind == "tensors":
             out = []
@@ -500,6 +514,8 @@ class TfeventsRun(DestRun):
                 event = event_pb2.Event(wall_time=r.wall_time, step=r.step)
                 if r.plugin == "graph":
                     event.graph_def = r.value
+                elif r.plugin == "run_metadata":
+                    event.tagged_run_metadata.MergeFromString(r.value)
                 else:
                     event.summary.value.add().MergeFromString(r.value)
                 out.append(record.frame(event.SerializeToString()))
@@ -540,12 +556,21 @@ class TfeventsRun(DestRun):
         wall = run.end_time or run.start_time or time.time()
         flat = {k: (v if _hparam_ok(v) else param_text(v)) for k, v in flatten(run.params).items()
                 if v is not None}
-        if flat:
-            checked = hparams_summary.check(flat, {})
-            w.write(hparams_summary.session_records(checked, wall))
-        if run.tags:
-            cells = ["tag", "value"] + [c for k, v in sorted(run.tags.items()) for c in (k, v)]
-            w.write(text_summary.text_record(TAGS_TEXT, cells, 0, wall, True, shape=(len(cells) // 2, 2)))
+        digest = hashlib.sha256(json.dumps([flat, run.tags], sort_keys=True, default=str).encode()).hexdigest()
+        if self.state.get("records") != digest:  # written once, not again on every incremental sync
+            if flat:
+                checked = hparams_summary.check(flat, {})
+                if hparams_summary.EXPERIMENT_TAG in run.series["tensors"]:  # the source's experiment, carried raw
+                    w.write(hparams_summary.hparams_record(hparams_summary.SESSION_START_INFO_TAG,
+                                                           hparams_summary.session_start_pb(checked, wall), 0, wall))
+                    w.write(hparams_summary.hparams_record(hparams_summary.SESSION_END_INFO_TAG,
+                                                           hparams_summary.session_end_pb(end_time_secs=wall), 0, wall))
+                else:
+                    w.write(hparams_summary.session_records(checked, wall))
+            if run.tags:
+                cells = ["tag", "value"] + [c for k, v in sorted(run.tags.items()) for c in (k, v)]
+                w.write(text_summary.text_record(TAGS_TEXT, cells, 0, wall, True, shape=(len(cells) // 2, 2)))
+            self.state["records"] = digest
         self.commit()
 
     def read_back(self) -> RunData:
@@ -578,7 +603,6 @@ class TfeventsDestination(Destination):
     def check(self) -> None:
         if os.path.exists(self.logdir) and not os.path.isdir(self.logdir):
             raise SyncError(f"{self.logdir} exists and is not a directory (expected a logdir to write runs into)")
-        os.makedirs(self.logdir, exist_ok=True)
 
     def open_run(self, run: RunData, state: dict[str, Any] | None) -> DestRun:
         return TfeventsRun(self, run, state)
