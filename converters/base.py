@@ -112,6 +112,10 @@ class Destination:
     """Writes runs from the neutral model."""
 
     spec: str = ""
+    #: the source's spec, set by the engine before any run is opened; a
+    #: destination that finds runs by their source key (MLflow) also matches
+    #: on it, so two logdirs with the same run names never share a run.
+    source_spec: str | None = None
 
     def check(self) -> None:
         """Raise :class:`SyncError` if the destination cannot be written at all."""

@@ -251,6 +251,7 @@ class Engine:
         report = SyncReport(self.source.spec, self.destination.spec, self.dry_run)
         t0 = time.monotonic()
         self.source.check()
+        self.destination.source_spec = self.source.spec
         self.destination.check()
         refs, report.skipped_runs = select(self.source.list_runs(), self.runs, self.shard)
         try:
