@@ -228,7 +228,7 @@ class Engine:
     def __init__(self, source: Source, destination: Destination, *, runs: str | None = None,
                  workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
                  ledger: str | None = None, strict: bool = False, progress: bool = False,
-                 commit_every: int = 100_000, verify: bool = True) -> None:
+                 commit_every: int | None = None, verify: bool = True) -> None:
         if workers < 1:
             raise SyncError(f"workers must be at least 1, got {workers}")
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
@@ -242,7 +242,7 @@ class Engine:
         self.ledger_path = ledger or default_path(source.spec, destination.spec)
         self.strict = strict
         self.progress_on = progress
-        self.commit_every = max(1, commit_every)
+        self.commit_every = commit_every
         self.verify = verify
         self._stop: str | None = None
         self._fatal: BaseException | None = None
@@ -345,6 +345,9 @@ class Engine:
 
     def _write(self, dest: DestRun, plan: _Plan, ledger: Ledger, ref: RunRef, meta: str, rr: RunReport,
                progress: Progress) -> None:
+        # items per commit: the caller's choice, else the destination's
+        # (W&B writes one offline fragment per commit), else 100k
+        every = max(1, self.commit_every or getattr(dest, "commit_every", None) or 100_000)
         pending = 0
         pending_counts: list[tuple[str, str, int]] = []
 
@@ -361,15 +364,15 @@ class Engine:
 
         for kind, tag, items, done in plan.slices:
             kc = rr.kind(kind)
-            for start in range(0, len(items), self.commit_every):
+            for start in range(0, len(items), every):
                 if self._stop:
                     raise _Abort()
-                chunk = items[start:start + self.commit_every]
+                chunk = items[start:start + every]
                 dest.write(kind, tag, chunk)
                 kc.written += len(chunk)
                 pending += len(chunk)
                 pending_counts.append((kind, tag, done + start + len(chunk)))
-                if pending >= self.commit_every:
+                if pending >= every:
                     commit()
         for f in plan.files:
             dest.write("files", f.path, [f])
