@@ -36,7 +36,7 @@ import numpy as np
 
 from tbx.converters.base import ConnectError, Destination, DestRun, RunRef, Source, SyncError
 from tbx.converters.ledger import Entry, Ledger, default_path
-from tbx.converters.model import SERIES_KINDS, RunData, param_text, same_float
+from tbx.converters.model import SERIES_KINDS, RunData, param_text, same_float, same_value
 from tbx.converters.report import RunReport, SyncReport
 from tbx.errors import DataLossError
 
@@ -207,6 +207,14 @@ def verify(exp: RunData, back: RunData, report: RunReport) -> None:
                 kc.verified += 1
             else:
                 report.mismatch.append(f"tag {k!r}: expected {v[:80]!r}, found {str(back.tags.get(k))[:80]!r}")
+    if exp.summary:
+        kc = report.kind("summary")
+        for k, v in exp.summary.items():
+            if k in back.summary and same_value(back.summary[k], v):
+                kc.verified += 1
+            else:
+                report.mismatch.append(f"summary {k!r}: expected {str(v)[:80]!r}, found "
+                                       f"{str(back.summary.get(k, '<missing>'))[:80]!r}")
     if exp.files:
         kc = report.kind("files")
         have_files = {f.path: f.data for f in back.files}
@@ -301,7 +309,7 @@ class Engine:
         for kind in SERIES_KINDS:
             if data.series.get(kind):
                 rr.kind(kind).read = data.count(kind)
-        for kind in ("params", "tags", "files"):
+        for kind in ("params", "tags", "summary", "files"):
             if data.count(kind):
                 rr.kind(kind).read = data.count(kind)
         dest: DestRun = self.destination.open_run(data, entry.state if entry else None)
@@ -315,7 +323,7 @@ class Engine:
             meta = _meta_digest(exp)
             meta_changed = entry is None or entry.meta != meta
             if not meta_changed:
-                for kind in ("params", "tags"):
+                for kind in ("params", "tags", "summary"):
                     if exp.count(kind):
                         rr.kind(kind).already = exp.count(kind)
             if not plan.items and not meta_changed:
@@ -330,7 +338,7 @@ class Engine:
                 return
             dest.write_meta(exp)
             if meta_changed:
-                for kind in ("params", "tags"):
+                for kind in ("params", "tags", "summary"):
                     if exp.count(kind):
                         rr.kind(kind).written = exp.count(kind)
             self._write(dest, plan, ledger, ref, meta, rr, progress)

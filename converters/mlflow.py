@@ -100,7 +100,7 @@ import numpy as np
 
 from tbx.converters.base import ConnectError, Destination, DestRun, RunRef, Source, SyncError, UsageError
 from tbx.converters.model import (MEDIA_KINDS, File, Histogram, Media, RawValue, RunData, Scalars, Text,
-                                  param_text, same_float)
+                                  flatten, param_text, same_float)
 from tbx.converters.report import RunReport
 from tbx.errors import TbxError
 
@@ -412,6 +412,9 @@ class _RunReader:
                 end_time=None if info.end_time is None else info.end_time / 1000.0,
                 status=info.status)
             self._read_metrics(out, mnames)
+            # the W&B-style summary: as written by tbx, else MLflow's latest value of each metric
+            out.summary = (dict(manifest["summary"]) if isinstance(manifest.get("summary"), dict)
+                           else {mnames.get(k, k): v for k, v in data.metrics.items()})
             if manifest:
                 self._read_manifest_items(out, manifest, tmp)
             self._read_other_artifacts(out, tops, manifest, tmp)
@@ -439,8 +442,6 @@ class _RunReader:
             at_max += int((np.abs(s.values) == DBL_MAX).sum())
             tag = names.get(mkey, mkey)
             out.scalars[tag] = s
-            if len(s):
-                out.summary[tag] = float(s.values[-1])
         if at_max and self.report is not None:
             self.report.problem(f"{at_max} metric points are ±1.797e308, which is how MLflow stores ±inf; "
                                 "kept as stored")
@@ -796,7 +797,11 @@ class MlflowRun(DestRun):
             if self._keys["scalars"][tag] != tag:
                 report.transformed("scalars", "key changed to fit MLflow's rules", len(exp.scalars[tag]))
 
-        exp.params = {k: param_text(v) for k, v in run.params.items()}
+        flat = flatten(run.params)
+        report.transformed("params", "nested config flattened to dotted keys (a.b)",
+                           sum(1 for k in flat if k not in run.params))
+        exp.params = {k: param_text(v) for k, v in flat.items()}
+        exp.summary = dict(run.summary)
         self._keys["params"] = assign_keys(list(exp.params), old.get("params"))
         report.transformed("params", "key changed to fit MLflow's rules",
                            sum(k != v for k, v in self._keys["params"].items()))
@@ -940,7 +945,7 @@ class MlflowRun(DestRun):
             self._staging = None
         self._dirty.clear()
         manifest = self._build_manifest()
-        text = json.dumps(manifest, sort_keys=True)
+        text = json.dumps(manifest, sort_keys=True, default=str)
         if text != self._uploaded_manifest:
             # Last, so that everything the manifest names is already there.
             folder = tempfile.mkdtemp(prefix="tbx-mlflow-manifest-")
@@ -972,7 +977,7 @@ class MlflowRun(DestRun):
         keys = {kind: {name: key for name, key in self._keys.get(kind, {}).items() if name != key}
                 for kind in ("scalars", "params", "tags")}
         return {"format": MANIFEST_FORMAT, "keys": keys, "long": self._long, "media": media,
-                "series": series, "files": self._files}
+                "series": series, "files": self._files, "summary": self._exp.summary}
 
     def finish(self, run: RunData) -> None:
         status = run.status or "FINISHED"

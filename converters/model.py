@@ -22,6 +22,7 @@ tensors    :class:`RawValue`: a TensorBoard summary value of another plugin
 files      :class:`File`: other files of the run (projector config, tables)
 params     the run's config/hyperparameters (a flat ``{key: value}``)
 tags       free-form ``{key: str}`` tags (MLflow tags; W&B tags go to ``labels``)
+summary    W&B's run summary ``{key: JSON value}`` (final or best values)
 ========== ===================================================================
 """
 
@@ -34,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 KINDS = ("scalars", "histograms", "images", "audio", "video", "text", "tensors", "files",
-         "params", "tags")
+         "params", "tags", "summary")
 #: Kinds whose items are sequences per tag (the ledger keeps a count per tag).
 SERIES_KINDS = ("scalars", "histograms", "images", "audio", "video", "text", "tensors")
 MEDIA_KINDS = ("images", "audio", "video")
@@ -174,8 +175,9 @@ class RunData:
             run id, a W&B run id); the ledger is keyed by it.
         name: display name; for tfevents the run path relative to the logdir.
         project: experiment / project name, where the source has one.
-        params: config / hyperparameters, flat ``{key: value}`` (nested
-            config is flattened with ``.``).
+        params: config / hyperparameters ``{key: value}``; values may be
+            nested dicts (W&B config), which destinations that need flat
+            keys (MLflow, the HParams dashboard) flatten to ``a.b``.
         tags: free-form string tags ``{key: value}``.
         labels: W&B-style tag list.
         notes, group, job_type: as in W&B.
@@ -220,6 +222,8 @@ class RunData:
             return len(self.params)
         if kind == "tags":
             return len(self.tags)
+        if kind == "summary":
+            return len(self.summary)
         return sum(len(v) for v in self.series.get(kind, {}).values())
 
     def items(self, kind: str) -> Iterator[tuple[str, Any]]:
@@ -247,6 +251,17 @@ def flatten(config: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 def same_float(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise equality where NaN equals NaN."""
     return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON-style equality of summary values: NaN equals NaN, ints equal floats of the same value."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
 
 
 def param_text(value: Any) -> str:

@@ -579,3 +579,22 @@ def test_sync_survives_a_server_restart_midway(server, tmp_path):
     for key in ("loss", "acc_top1"):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history) == list(range(5_000))  # each point exactly once
+
+
+def test_nested_config_is_flattened_and_summary_kept(server):
+    """W&B-style nested config becomes dotted params; the summary survives in the manifest."""
+    run = RunData(key="nested", name="nested", params={"opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "epochs": 3},
+                  summary={"best_acc": 0.93, "note": "ok", "nan": float("nan")})
+    run.scalars["acc"] = Scalars([0, 1], [1.7e9, 1.7e9 + 1], [0.5, 0.93])
+    dest = mlb.MlflowDestination(server.uri, _name())
+    d, exp, report = carry(dest, run)
+    try:
+        assert exp.params == {"opt.lr": "0.1", "opt.betas": "[0.9, 0.99]", "epochs": "3"}
+        assert report.kinds["params"].transformed == {"nested config flattened to dotted keys (a.b)": 2}
+        held = MlflowClient(server.uri).get_run(d.run_id).data.params
+        assert held == {"opt.lr": "0.1", "opt.betas": "[0.9, 0.99]", "epochs": "3"}
+        back = d.read_back()
+        assert back.summary["best_acc"] == 0.93 and back.summary["note"] == "ok"
+        assert back.summary["nan"] != back.summary["nan"]
+    finally:
+        d.close()
