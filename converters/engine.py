@@ -36,7 +36,7 @@ import numpy as np
 
 from tbx.converters.base import ConnectError, Destination, DestRun, RunRef, Source, SyncError
 from tbx.converters.ledger import Entry, Ledger, default_path
-from tbx.converters.model import SERIES_KINDS, RunData, param_text, same_float, same_value
+from tbx.converters.model import SERIES_KINDS, RunData, flatten, param_text, same_float, same_value
 from tbx.converters.report import RunReport, SyncReport
 from tbx.errors import DataLossError
 
@@ -194,12 +194,13 @@ def verify(exp: RunData, back: RunData, report: RunReport) -> None:
                     report.mismatch.append(f"{kind} {tag!r}: item {i} (step {items[i].step}) differs in the destination")
     if exp.params:
         kc = report.kind("params")
-        for k, v in exp.params.items():
-            if k in back.params and param_text(back.params[k]) == param_text(v):
+        back_params = flatten(back.params)
+        for k, v in flatten(exp.params).items():
+            if k in back_params and param_text(back_params[k]) == param_text(v):
                 kc.verified += 1
             else:
                 report.mismatch.append(f"param {k!r}: expected {param_text(v)[:80]!r}, found "
-                                       f"{param_text(back.params.get(k, '<missing>'))[:80]!r}")
+                                       f"{param_text(back_params.get(k, '<missing>'))[:80]!r}")
     if exp.tags:
         kc = report.kind("tags")
         for k, v in exp.tags.items():

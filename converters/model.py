@@ -219,7 +219,7 @@ class RunData:
         if kind == "files":
             return len(self.files)
         if kind == "params":
-            return len(self.params)
+            return len(flatten(self.params))
         if kind == "tags":
             return len(self.tags)
         if kind == "summary":

@@ -6,11 +6,13 @@ the SDK is imported only when a sync uses it):
 - **Listing**: ``api.runs("ENTITY/PROJECT", filters=...)``, where
   ``filters`` is the documented MongoDB-style query (``--filter`` as JSON).
   A run's key is its W&B id, its name the display name.
-- **Metadata**: the config (W&B's ``_wandb`` removed; nested dicts stay
-  nested in ``params``), the summary (``_wandb`` removed), tags (→
-  ``labels``), notes, group, job type, state (finished → FINISHED, failed
-  and crashed → FAILED, killed and preempted → KILLED, running → RUNNING),
-  created at / last heartbeat (→ start / end time).
+- **Metadata**: the config (nested dicts stay nested in ``params``; W&B's
+  ``_wandb`` removed, tbx's ``_tbx`` restored into the run's key/value tags,
+  times and status: see :func:`tbx.converters.wandb_decode.apply_config`),
+  the summary (``_wandb`` removed), tags (→ ``labels``), notes, group, job
+  type, state (finished → FINISHED, failed and crashed → FAILED, killed and
+  preempted → KILLED, running → RUNNING), created at / last heartbeat (→
+  start / end time).
 - **History**: every row, through ``run.scan_history()``. Never
   ``run.history()``, which samples 500 rows. In wandb 0.31 the scan is the
   parquet-export path itself: wandb-core downloads the run's exported
@@ -19,7 +21,7 @@ the SDK is imported only when a sync uses it):
   and need a parquet reader of our own.
 - **Rows → model**: the run's files are downloaded into a scratch run
   directory and the rows decoded by the offline W&B source's decoder
-  (:mod:`tbx.converters.wandb_local`), so a cloud run and an offline run
+  (:mod:`tbx.converters.wandb_decode`), so a cloud run and an offline run
   map the same way: ``global_step`` is the x axis when the run logs it (else
   ``_step``), ``_timestamp`` the wall time, numbers scalars, ``histogram``
   histograms, image/audio/video files media, ``table-file`` markdown text;
@@ -54,8 +56,8 @@ from typing import Any, Callable
 from tbx.converters.base import ConnectError, RunRef, Source, SyncError, UsageError
 from tbx.converters.model import RunData
 from tbx.converters.report import RunReport
+from tbx.converters.wandb_decode import RunBuilder, apply_config  # shared with the offline W&B source
 from tbx.converters.wandb_file import RunLog
-from tbx.converters.wandb_local import _RunBuilder as RowDecoder  # shared with the offline W&B source
 
 #: W&B run state → the model's status.
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "killed": "KILLED",
@@ -314,7 +316,6 @@ class WandbCloudSource(Source):
         run = ref.extra if ref.extra is not None else self._call(lambda: api.run(path), f"looking up run {path}")
         self._call(run.load_full_data, f"reading run {path}")
         data = RunData(key=str(run.id), name=str(run.name or run.id), project=self.project)
-        data.params = {k: v for k, v in dict(run.config).items() if k != "_wandb"}
         data.summary = {k: v for k, v in dict(run.summary_metrics).items() if k != "_wandb"}
         data.labels = [str(t) for t in (getattr(run, "tags", None) or [])]
         data.notes = getattr(run, "notes", None) or None
@@ -334,11 +335,12 @@ class WandbCloudSource(Source):
                 if file.name not in OWN_FILES:  # media included: the decoder reads them from files/
                     self._call(lambda f=file: f.download(root=os.path.join(run_dir, "files"), replace=True).close(),
                                f"downloading {file.name} of {path}")
-            decoder = RowDecoder(data, report)
-            decoder.add_meta(log)
-            decoder.add_history(log, run_dir)
-            decoder.add_files(run_dir)
-            decoder.finish()
+            builder = RunBuilder(data, report)
+            builder.add_meta(log)
+            builder.add_history(log, run_dir)
+            builder.add_files(run_dir)
+            builder.finish()
+        apply_config(data, dict(run.config), report)
         return data
 
     def _scan(self, run: Any, run_path: str) -> list[dict[str, Any]]:

@@ -59,8 +59,22 @@ without a state (a lost ledger), finished fragments count as already there.
 The id is a hash of the source project and run key, so every sync of a
 source run resumes the same W&B run.
 
+``run.finish()`` returns before wandb-core has written the end of the
+run's ``.wandb`` log (it writes 32 KiB blocks and the last one when it
+closes the run's stream), so an offline fragment counts as finished, and
+gets its marker, only once its log holds the exit record
+(:func:`wait_for_log`).
+
 Several runs may be written at once from worker threads: each uses its own
 ``wandb.init(reinit="create_new")`` run object, never the module globals.
+
+Speed. ``run.log`` costs about 0.4 ms a row whatever the row holds, most of
+it one hand-over to the SDK's event-loop thread per call: 1M points logged
+one ``run.log`` per point take about four minutes. Here the rows are
+planned with numpy (:func:`history_rows`) and rows of plain floats go to
+wandb-core in batches of the same requests ``run.log`` sends
+(:class:`_HistoryWriter`), so 1M points in 100,000 rows take about 20 s
+including the read-back (``benchmarks/sync_wandb.py``).
 """
 
 from __future__ import annotations
@@ -72,14 +86,16 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
+import time
 from typing import Any, Iterator
 
 import numpy as np
 
 from tbx.converters.base import ConnectError, Destination, DestRun, SyncError
 from tbx.converters.engine import WALL_TOLERANCE
-from tbx.converters.model import File, Histogram, Media, RawValue, RunData, Text, flatten
+from tbx.converters.model import File, Histogram, Media, RawValue, RunData, Text
 from tbx.converters.report import RunReport
 from tbx.proto import summary_pb2, tensor_pb2
 
@@ -89,6 +105,9 @@ META_KEY = "_tbx"
 #: written into a fragment directory once its run has finished.
 MARKER = "tbx-sync.json"
 MAX_BINS = 512
+#: seconds to wait for wandb-core to write the end of a finished run's log.
+FINISH_WAIT = 120.0
+_BLOCK, _CHUNK_HEADER, _LOG_HEADER = 32 * 1024, 7, 7  # the .wandb log's framing
 MAX_IMAGES = 108
 MAX_LABEL = 64
 IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "gif": "gif", "bmp": "bmp"}
@@ -170,7 +189,7 @@ class TableText(Text):
 
 
 def pr_text(raw: RawValue) -> TableText:
-    from tbx.converters.wandb_local import _markdown_table  # the reader's rendering of a W&B table
+    from tbx.converters.wandb_values import markdown_table as _markdown_table  # the reader's rendering of a W&B table
 
     rows = pr_table_rows(raw)
     return TableText(raw.step, raw.wall_time, _markdown_table(list(PR_COLUMNS), rows), rows=rows)
@@ -179,55 +198,242 @@ def pr_text(raw: RawValue) -> TableText:
 # --- history rows ---------------------------------------------------------------
 
 @dataclasses.dataclass
-class _Value:
-    key: str
-    step: int
-    wall: float
+class _Item:
+    """A value the SDK turns into W&B's form (histogram, media list, table or text)."""
+
     kind: str
     payload: Any
 
 
-def _positions(steps: list[int]) -> list[tuple[int, int, int]]:
-    """``(round, step, repeat)`` per item: sorting by it keeps each tag's own order.
+@dataclasses.dataclass
+class _Series:
+    """One tag's pending values in source order.
+
+    ``values`` holds Python floats for scalars and :class:`_Item` objects
+    otherwise; ``steps`` and ``walls`` are arrays of the same length.
+    """
+
+    key: str
+    steps: np.ndarray
+    walls: np.ndarray
+    values: list[Any]
+
+
+def _positions(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(round, repeat)`` per item: sorting by ``(round, step, repeat)`` keeps each tag's own order.
 
     ``round`` counts the times the tag's step went back, ``repeat`` the
-    earlier items of the tag at the same step.
+    earlier items of the tag at the same step (since the step last changed).
     """
-    out = []
-    rnd = rep = 0
-    prev: int | None = None
-    for s in steps:
-        if prev is not None:
-            if s < prev:
-                rnd, rep = rnd + 1, 0
-            else:
-                rep = rep + 1 if s == prev else 0
-        out.append((rnd, s, rep))
-        prev = s
-    return out
+    n = len(steps)
+    went_back = np.zeros(n, dtype=bool)
+    changed = np.ones(n, dtype=bool)
+    if n > 1:
+        went_back[1:] = steps[1:] < steps[:-1]
+        changed[1:] = steps[1:] != steps[:-1]
+    index = np.arange(n)
+    run_start = np.maximum.accumulate(np.where(changed, index, 0))
+    return np.cumsum(went_back), index - run_start
 
 
-def history_rows(values: list[list[_Value]]) -> Iterator[tuple[int, float, dict[str, _Value]]]:
-    """``(step, wall time, {key: value})`` rows from per-tag sequences (each in source order)."""
-    groups: dict[tuple[int, int, int], list[_Value]] = {}
-    for seq in values:
-        for pos, v in zip(_positions([v.step for v in seq]), seq):
-            groups.setdefault(pos, []).append(v)
-    for pos in sorted(groups):
-        members = sorted(groups[pos], key=lambda v: v.wall)
-        i = 0
-        while i < len(members):
-            start = members[i].wall
-            rows: list[dict[str, _Value]] = []
-            while i < len(members) and members[i].wall - start <= WALL_TOLERANCE:
-                v = members[i]
-                row = next((r for r in rows if v.key not in r), None)
-                if row is None:
-                    rows.append(row := {})
-                row[v.key] = v
-                i += 1
-            for row in rows:
-                yield pos[1], start, row
+def _split_group(walls: list[float], keys: list[int]) -> tuple[list[int], list[float]]:
+    """Rows of one ``(round, step, repeat)`` group that a single row cannot hold.
+
+    Members (sorted by wall time) join the chunk opened by the first member
+    not yet placed while they are within :data:`WALL_TOLERANCE` of it; in a
+    chunk, a key already taken opens another row. Returns each member's row
+    (counted from 0) and each row's wall time (its chunk's first).
+    """
+    rows_of: list[int] = []
+    row_walls: list[float] = []
+    i = 0
+    while i < len(walls):
+        start = walls[i]
+        base = len(row_walls)
+        chunk: list[set[int]] = []
+        while i < len(walls) and walls[i] - start <= WALL_TOLERANCE:
+            j = next((j for j, taken in enumerate(chunk) if keys[i] not in taken), len(chunk))
+            if j == len(chunk):
+                chunk.append(set())
+                row_walls.append(start)
+            chunk[j].add(keys[i])
+            rows_of.append(base + j)
+            i += 1
+    return rows_of, row_walls
+
+
+@dataclasses.dataclass
+class HistoryRows:
+    """Planned history rows; row ``r`` holds ``keys[bounds[r]:bounds[r+1]]`` (and the same values)."""
+
+    steps: list[int]
+    walls: list[float]
+    bounds: list[int]
+    keys: list[str]
+    values: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[tuple[int, float, list[str], list[Any]]]:
+        b = self.bounds
+        for r, (step, wall) in enumerate(zip(self.steps, self.walls)):
+            yield step, wall, self.keys[b[r]:b[r + 1]], self.values[b[r]:b[r + 1]]
+
+
+def history_rows(series: list[_Series]) -> HistoryRows:
+    """History rows from per-tag series (each in source order).
+
+    Items go into one row when they share ``(round, step, repeat)`` (see
+    :func:`_positions`), lie within :data:`WALL_TOLERANCE` of the row's
+    first wall time and have different keys; rows are ordered by that
+    triple, then by wall time. Vectorized: only groups that need more than
+    one row (a spread of wall times, a key twice) are split in Python.
+    """
+    sizes = [len(s.values) for s in series]
+    n = sum(sizes)
+    if n == 0:
+        return HistoryRows([], [], [0], [], [])
+    key_ids = {k: i for i, k in enumerate(dict.fromkeys(s.key for s in series))}
+    kid = np.repeat(np.array([key_ids[s.key] for s in series], dtype=np.int64), sizes)
+    steps = np.concatenate([np.asarray(s.steps, dtype=np.int64) for s in series])
+    walls = np.concatenate([np.asarray(s.walls, dtype=np.float64) for s in series])
+    pos = [_positions(np.asarray(s.steps, dtype=np.int64)) for s in series]
+    rnd = np.concatenate([p[0] for p in pos])
+    rep = np.concatenate([p[1] for p in pos])
+    # the entry index last: ties keep the series order (stable whatever the sort)
+    order = np.lexsort((np.arange(n), walls, rep, steps, rnd))
+    s_, w_, r_, p_, k_ = steps[order], walls[order], rnd[order], rep[order], kid[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (s_[1:] != s_[:-1]) | (r_[1:] != r_[:-1]) | (p_[1:] != p_[:-1])
+    gstart = np.flatnonzero(new)
+    gend = np.append(gstart[1:], n)
+    gid = np.cumsum(new) - 1
+    simple = (w_[gend - 1] - w_[gstart]) <= WALL_TOLERANCE
+    by_key = np.lexsort((k_, gid))
+    twice = (gid[by_key][1:] == gid[by_key][:-1]) & (k_[by_key][1:] == k_[by_key][:-1])
+    simple[gid[by_key][1:][twice]] = False
+    row_steps = s_[gstart].tolist()
+    row_walls = w_[gstart].tolist()
+    if simple.all():
+        members = order
+        bounds = np.append(gstart, n)
+    else:
+        per_group = np.ones(len(gstart), dtype=np.int64)
+        local = np.zeros(n, dtype=np.int64)
+        split: dict[int, list[float]] = {}
+        for g in np.flatnonzero(~simple).tolist():
+            a, b = gstart[g], gend[g]
+            rows_of, split[g] = _split_group(w_[a:b].tolist(), k_[a:b].tolist())
+            local[a:b] = rows_of
+            per_group[g] = len(split[g])
+        base = np.cumsum(per_group) - per_group
+        row_of = base[gid] + local
+        steps_out = np.repeat(s_[gstart], per_group).tolist()
+        walls_out = np.repeat(w_[gstart], per_group).tolist()
+        for g, ws in split.items():
+            walls_out[base[g]:base[g] + len(ws)] = ws
+        row_steps, row_walls = steps_out, walls_out
+        perm = np.argsort(row_of, kind="stable")
+        members = order[perm]
+        bounds = np.searchsorted(row_of[perm], np.arange(len(row_steps) + 1))
+    entry_keys: list[str] = []
+    entry_values: list[Any] = []
+    for s, size in zip(series, sizes):
+        entry_keys += [s.key] * size
+        entry_values += s.values
+    m = members.tolist()
+    return HistoryRows(row_steps, row_walls, bounds.tolist(), list(map(entry_keys.__getitem__, m)),
+                       list(map(entry_values.__getitem__, m)))
+
+
+class _HistoryWriter:
+    """Sends a fragment's history rows to wandb-core, keeping ``run.log``'s records.
+
+    ``run.log`` costs about 0.4 ms a row, most of it one hand-over to the
+    SDK's event-loop thread per call. A row of plain floats needs none of
+    ``run.log``'s conversions, so it is built here as the very request
+    ``run.log(data, step=N, commit=True)`` sends (a partial-history request
+    with ``value_json`` items encoded by the SDK's own JSON encoder, the step
+    and flush set, never persisted itself), and rows go to the run's socket
+    client in batches, one hand-over per batch. wandb-core then handles
+    them exactly as logged rows: the history and summary records in the
+    ``.wandb`` file are the same. Rows holding anything else (histograms,
+    media, tables, text) go through ``run.log``, after the batch before
+    them. Without the SDK internals this needs (another SDK version), every
+    row goes through ``run.log``.
+    """
+
+    BATCH = 1000
+
+    def __init__(self, wandb: Any, run: Any, convert: Any) -> None:
+        self.run = run
+        self.convert = convert
+        self._iface = getattr(run, "_interface", None)
+        self._server_pb = _server_pb()
+        self._dumps = getattr(getattr(wandb, "util", None), "json_dumps_safer_history", None)
+        self.fast = (FAST_HISTORY and self._server_pb is not None and self._dumps is not None
+                     and all(hasattr(self._iface, a) for a in ("_asyncer", "_client", "_stream_id")))
+        self._batch: list[Any] = []
+
+    def row(self, step: int, tb_step: int, wall: float, keys: list[str], values: list[Any]) -> None:
+        """Log one row at W&B step ``step`` (``tb_step`` is its ``global_step``)."""
+        if self.fast and all(type(v) is float for v in values):
+            encoded = self._encode([wall, *values])
+            if encoded is not None:
+                self._batch.append(self._request(step, tb_step, keys, encoded))
+                if len(self._batch) >= self.BATCH:
+                    self.flush()
+                return
+        self.flush()
+        data: dict[str, Any] = {STEP_KEY: tb_step, "_timestamp": wall}
+        data.update(zip(keys, [v if type(v) is float else self.convert(v) for v in values]))
+        self.run.log(data, step=step, commit=True)
+
+    def _encode(self, values: list[float]) -> list[str] | None:
+        """Each float as the SDK's history encoder writes it, from one encoder call for the row."""
+        parts = self._dumps(values)[1:-1].replace(" ", "").split(",")  # no float's JSON has "," or " "
+        return parts if len(parts) == len(values) else None
+
+    def _request(self, step: int, tb_step: int, keys: list[str], encoded: list[str]) -> Any:
+        req = self._server_pb.ServerRequest()
+        rec = req.record_publish
+        hist = rec.request.partial_history
+        add = hist.item.add
+        add(key=STEP_KEY, value_json=str(tb_step))
+        add(key="_timestamp", value_json=encoded[0])
+        for k, j in zip(keys, encoded[1:]):
+            add(key=k, value_json=j)
+        hist.step.num = step
+        hist.action.flush = True
+        rec.control.local = True  # a request: wandb-core persists the history it makes, not this
+        rec._info.stream_id = self._iface._stream_id
+        return req
+
+    def flush(self) -> None:
+        """Send the batched rows (one hand-over to the SDK's event loop, which writes them in order)."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        client = self._iface._client
+
+        async def send() -> None:
+            for req in batch:
+                await client.publish(req)
+
+        self._iface._asyncer.run(send)
+
+
+#: False makes every row go through ``run.log`` (the tests compare both paths).
+FAST_HISTORY = True
+
+
+def _server_pb() -> Any:
+    try:
+        from wandb.proto import wandb_server_pb2
+    except ImportError:
+        return None
+    return wandb_server_pb2
 
 
 # --- the destination ---------------------------------------------------------------
@@ -289,10 +495,10 @@ class WandbRun(DestRun):
     # the contract
     def expected(self, run: RunData, report: RunReport) -> RunData:
         self._config = _config(run.params, report)
-        # W&B's readers (ours included) list nested config keys flattened with "."
-        exp = RunData(run.key, run.name, self.project, flatten(self._config), dict(run.tags),
+        # nested config stays nested, as W&B's readers (ours included) give it back
+        exp = RunData(run.key, run.name, self.project, dict(self._config), dict(run.tags),
                       _labels(run.labels, report), run.notes, run.group, run.job_type, run.start_time,
-                      run.end_time, run.status, dict(run.summary))
+                      run.end_time, run.status, _summary(run.summary, report))
         report.transformed("tags", "kept in the hidden config key _tbx.tags (W&B tags are labels)", len(run.tags))
         for kind, per_tag in run.series.items():
             for tag, items in per_tag.items():
@@ -344,24 +550,15 @@ class WandbRun(DestRun):
         if self.dest.mode != "offline":
             return self._read_back_cloud()
         from tbx.converters.wandb_local import WandbOfflineSource
-        if not self.state["fragments"]:
+        # Only this run's committed fragments, so reading one run does not scan every run of the
+        # directory; one deleted by hand is left out (verification reports what is missing).
+        fragments = [os.path.join(self.dest.root, rel) for rel in self.state["fragments"]]
+        fragments = [d for d in fragments if os.path.isdir(d)]
+        if not fragments:
             return RunData(self.id, self.id)
-        # A view holding only this run's committed fragments (each a directory of links to the
-        # real log and files), so reading one run does not scan every run of the directory.
-        with tempfile.TemporaryDirectory(prefix="tbx-wandb-read-") as view:
-            for rel in self.state["fragments"]:
-                real = os.path.join(self.dest.root, rel)
-                if not os.path.isdir(real):
-                    continue  # deleted by hand: verification reports what is missing
-                link = os.path.join(view, os.path.basename(rel))
-                os.mkdir(link)
-                for name in os.listdir(real):
-                    if name.endswith(".wandb") or name == "files":
-                        os.symlink(os.path.join(real, name), os.path.join(link, name))
-            src = WandbOfflineSource(view)
-            refs = [r for r in src.list_runs() if r.key == self.id]
-            back = src.read_run(refs[0], RunReport(self.key, self.key)) if refs else RunData(self.id, self.id)
-        return self._normalize(back)
+        src = WandbOfflineSource(fragments)
+        refs = [r for r in src.list_runs() if r.key == self.id]
+        return src.read_run(refs[0], RunReport(self.key, self.key)) if refs else RunData(self.id, self.id)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -373,34 +570,34 @@ class WandbRun(DestRun):
         wandb = wandb_module()
         exp = self._exp
         assert exp is not None, "write_meta() comes before commit()"
-        values = [self._values(kind, tag, items) for (kind, tag), items in self._pending.items()]
+        rows = history_rows([self._series(kind, tag, items) for (kind, tag), items in self._pending.items()])
         run = self._init(wandb, exp)
         code = EXIT_CODES.get(exp.status or "", 0)
         try:
             run.define_metric(STEP_KEY)
             run.define_metric("*", step_metric=STEP_KEY)
             step = max(int(self.state["next_step"]), int(getattr(run, "starting_step", 0) or 0))
-            for tb_step, wall, row in history_rows(values):
-                data = {STEP_KEY: tb_step, "_timestamp": wall}
-                data.update({k: self._wandb_value(wandb, v) for k, v in row.items()})
-                run.log(data, step=step, commit=True)
+            history = _HistoryWriter(wandb, run, lambda item: self._wandb_value(wandb, item))
+            for tb_step, wall, keys, values in rows:
+                history.row(step, tb_step, wall, keys, values)
                 step += 1
+            history.flush()
             for f in self._files:
                 path = os.path.join(run.dir, *f.path.split("/"))
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as out:
                     out.write(f.data)
                 run.save(path, base_path=run.dir, policy="now")
-            summary = {k: v for k, v in exp.summary.items()
-                       if not k.startswith("_") and not (isinstance(v, dict) and "_type" in v)}
-            if summary:
-                run.summary.update(summary)
+            if exp.summary:
+                run.summary.update(exp.summary)
         except BaseException:
             run.finish(exit_code=1)  # an unfinished fragment: the next sync deletes it
             self.close()
             raise
         run.finish(exit_code=code)
         self.close()  # the media files handed to the SDK (copied into the run by now)
+        if self.dest.mode == "offline":
+            wait_for_log(run.settings.sync_file)
         self._pending.clear()
         self._files.clear()
         self._written = True
@@ -428,17 +625,18 @@ class WandbRun(DestRun):
                 raise ConnectError(f"W&B ({self.dest.entity}/{self.project}) refused run {self.id}: {exc}") from exc
             raise
 
-    def _values(self, kind: str, tag: str, items: list[Any]) -> list[_Value]:
+    def _series(self, kind: str, tag: str, items: list[Any]) -> _Series:
         key = history_key(tag)
-        if kind == "scalars":
-            out = []
-            for s in items:
-                out += [_Value(key, st, w, kind, v)
-                        for st, w, v in zip(s.steps.tolist(), s.wall_times.tolist(), s.values.tolist())]
-            return out
-        if kind in ("images", "audio", "video"):
-            return [_Value(key, g[0].step, g[0].wall_time, kind, g) for g in media_groups(items)]
-        return [_Value(key, it.step, it.wall_time, kind, it) for it in items]
+        if kind == "scalars":  # a list of Scalars slices
+            return _Series(key, np.concatenate([s.steps for s in items]),
+                           np.concatenate([s.wall_times for s in items]),
+                           np.concatenate([s.values for s in items]).astype(np.float64).tolist())
+        # a media list (one TensorBoard event) is one value, at its first item's step and time
+        payloads = media_groups(items) if kind in ("images", "audio", "video") else items
+        firsts = [p[0] if isinstance(p, list) else p for p in payloads]
+        return _Series(key, np.array([it.step for it in firsts], dtype=np.int64),
+                       np.array([it.wall_time for it in firsts], dtype=np.float64),
+                       [_Item(kind, p) for p in payloads])
 
     def _media_file(self, m: Media) -> str:
         if self._tmp is None:
@@ -450,7 +648,7 @@ class WandbRun(DestRun):
                 f.write(m.data)
         return path
 
-    def _wandb_value(self, wandb: Any, v: _Value) -> Any:
+    def _wandb_value(self, wandb: Any, v: _Item) -> Any:
         p = v.payload
         if v.kind == "scalars":
             return p
@@ -466,25 +664,78 @@ class WandbRun(DestRun):
             made = [wandb.Video(self._media_file(m), caption=m.caption, format=m.fmt) for m in p]
         return made[0] if len(made) == 1 else made
 
-    # reading back
-    def _normalize(self, back: RunData) -> RunData:
-        """Undo what the destination adds: the ``_tbx`` config key (read back flattened)."""
-        meta = {k[len(META_KEY) + 1:]: back.params.pop(k) for k in list(back.params)
-                if k.startswith(META_KEY + ".")}
-        if meta:
-            back.tags = {k[len("tags."):]: str(v) for k, v in meta.items() if k.startswith("tags.")}
-            back.start_time = meta.get("start_time", back.start_time)
-            back.end_time = meta.get("end_time", back.end_time)
-            back.status = meta.get("status") or back.status
-        return back
-
+    # reading back (both readers restore the _tbx config key into tags, times and status)
     def _read_back_cloud(self) -> RunData:
         from tbx.converters.wandb_cloud import WandbCloudSource
         src = WandbCloudSource(self.dest.entity, self.project, filters={"name": self.id})  # name: the run id
         refs = [r for r in src.list_runs() if r.key == self.id]
         if not refs:
             return RunData(self.id, self.id)
-        return self._normalize(src.read_run(refs[0], RunReport(self.key, self.key)))
+        return src.read_run(refs[0], RunReport(self.key, self.key))
+
+
+def log_finished(path: str) -> bool:
+    """Whether the run's ``.wandb`` log holds its exit record, so every record before it too.
+
+    wandb-core writes the log a 32 KiB block at a time and the last, partial
+    block only when it closes the run's stream, which ``run.finish()`` does
+    not wait for. The exit record comes after every history row, so it is
+    looked for in the last two blocks only (chunk headers:
+    ``crc32 | length | type``, TRACKERS.md §1b; checksums are not needed to
+    find a record).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            start = max(0, (max(size, 1) - 1) // _BLOCK * _BLOCK - _BLOCK)
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return False
+    p = _LOG_HEADER if start == 0 else 0
+    parts: list[bytes] | None = None  # a record split over chunks
+    while True:
+        left = _BLOCK - (start + p) % _BLOCK
+        if left < _CHUNK_HEADER:  # zero padding at the end of a block
+            p += left
+        if p + _CHUNK_HEADER > len(data):
+            return False
+        length, kind = struct.unpack_from("<HB", data, p + 4)
+        payload = data[p + _CHUNK_HEADER:p + _CHUNK_HEADER + length]
+        if kind == 0 or len(payload) < length:
+            return False  # the written part ends here
+        p += _CHUNK_HEADER + length
+        if kind == 2:  # FIRST
+            parts = [payload]
+            continue
+        if kind in (3, 4) and parts is not None:  # MIDDLE, LAST
+            parts.append(payload)
+            if kind == 3:
+                continue
+            payload = b"".join(parts)
+        elif kind != 1:  # FULL
+            continue
+        parts = None
+        try:
+            if pb.Record.FromString(payload).WhichOneof("record_type") == "exit":
+                return True
+        except Exception:  # a damaged record is not the exit record
+            pass
+
+
+def wait_for_log(path: str, timeout: float | None = None) -> None:
+    """Wait until wandb-core has written the whole log of a finished run (see :func:`log_finished`)."""
+    limit = FINISH_WAIT if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    delay = 0.001
+    while not log_finished(path):
+        if time.monotonic() > deadline:
+            raise SyncError(f"wandb-core has not written the end of {path} {limit:g} s after the run "
+                            "finished (expected its exit record); the next sync writes this part again")
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
 
 
 def _project_name(name: str | None) -> str:
@@ -502,6 +753,19 @@ def _config(params: dict[str, Any], report: RunReport) -> dict[str, Any]:
         if key != k:
             report.transformed("params", "leading/trailing '-' removed from the key (W&B does)")
         out[key] = v
+    return out
+
+
+def _summary(summary: dict[str, Any], report: RunReport) -> dict[str, Any]:
+    """The summary keys this destination sets: W&B fills its own ``_…`` keys and media references."""
+    out = {}
+    for k, v in summary.items():
+        if k.startswith("_"):
+            report.transformed("summary", "W&B's own key (_runtime, _step, ...): W&B sets its value")
+        elif isinstance(v, dict) and "_type" in v:
+            report.transformed("summary", "media reference: W&B points it at its copy of the last logged value")
+        else:
+            out[k] = v
     return out
 
 

@@ -114,6 +114,20 @@ def test_metadata_and_sparse_scalars(server):
     assert data.files == []
 
 
+def test_tbx_export_metadata_is_restored(server):
+    """The hidden config key ``_tbx`` of a run tbx exported to W&B gives back the source run's
+    key/value tags, times and status (W&B's own are the export's), and is no param."""
+    meta = {"key": "exp1", "tags": {"team": "vision", "ticket": "T-1"}, "start_time": T0 - 100.5,
+            "end_time": T0 + 50.25, "status": "KILLED"}
+    rows = [{"_step": 0, "_timestamp": T0, "loss": 1.0}]
+    server.add_run("p", StandInRun("tbx1", "exp1", config={"lr": 0.1, "_tbx": meta}, rows=rows, state="finished",
+                                   created_at="2024-05-01T10:00:00Z", heartbeat_at="2024-05-01T10:30:00Z"))
+    data = read(source(server, "p"))
+    assert data.params == {"lr": 0.1}
+    assert data.tags == {"team": "vision", "ticket": "T-1"}
+    assert (data.start_time, data.end_time, data.status) == (T0 - 100.5, T0 + 50.25, "KILLED")
+
+
 def test_global_step_is_the_x_axis(server):
     rows = [{"_step": i, "_timestamp": T0 + i, "global_step": 100 * (i + 1), "loss": float(i)} for i in range(3)]
     rows.append({"_step": 3, "_timestamp": T0 + 3, "val": 7.0})  # no global_step: takes the last one

@@ -26,7 +26,7 @@ from tbx.converters.model import Histogram, Media, RunData, Scalars, Text
 from tbx.converters.report import RunReport
 from tbx.converters.tfevents import TfeventsDestination, TfeventsSource
 from tbx.converters.wandb_export import (
-    MARKER, STEP_KEY, WandbDestination, _Value, history_rows, media_groups, rebin, run_id,
+    MARKER, STEP_KEY, WandbDestination, _Series, history_rows, media_groups, rebin, run_id,
 )
 
 wandb = pytest.importorskip("wandb", reason="wandb not installed")
@@ -343,6 +343,78 @@ def test_a_lost_ledger_finds_the_runs_already_there(first, tmp):
     assert sc.written == 0 and sc.already == sc.read == sc.verified
 
 
+# --- the batched history path ---------------------------------------------------------------
+
+def export_counting_logs(tmp, name, logdir, fast, monkeypatch):
+    """Export ``logdir`` with the batched path on or off; returns (out dir, run.log calls)."""
+    from wandb.sdk.wandb_run import Run
+
+    from tbx.converters import wandb_export
+
+    calls = []
+    real_log = Run.log
+
+    def counting_log(self, *args, **kwargs):
+        calls.append(1)
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", counting_log)
+    monkeypatch.setattr(wandb_export, "FAST_HISTORY", fast)
+    out = str(tmp / name)
+    report = sync(TfeventsSource(logdir), WandbDestination(directory=out), ledger=str(tmp / f"{name}.db"))
+    assert report.exit_code() == 0, report.as_dict()
+    return out, len(calls)
+
+
+def test_batched_rows_are_the_records_run_log_writes(tmp, monkeypatch):
+    logdir = str(tmp / "batched")
+    w = tbx.SummaryWriter(os.path.join(logdir, "r"))
+    odd = [0.1, -0.0, 1e300, 5e-324, float("nan"), float("inf"), float("-inf"), 3.0, 1 / 3, 2.0 ** 60]
+    for s in range(2500):  # more than one batch
+        for t in range(3):
+            w.add_scalar(f"m/{t}", odd[(s + t) % len(odd)] * (s + 1), s, walltime=100.0 + s + t * 1e-5)
+        if s % 1000 == 999:
+            w.add_histogram("h", np.arange(10.0), s, walltime=100.0 + s)  # a row through run.log, in between
+    w.add_scalar("global_step", 7.0, 3, walltime=200.0)  # renamed tb/global_step, its own row
+    w.close()
+    fast_out, fast_calls = export_counting_logs(tmp, "batched_fast", logdir, True, monkeypatch)
+    slow_out, slow_calls = export_counting_logs(tmp, "batched_slow", logdir, False, monkeypatch)
+    assert (fast_calls, slow_calls) == (2, 2501)  # only the histogram rows went through run.log
+
+    def records(out):
+        (frag,) = glob.glob(os.path.join(out, "wandb", "offline-run-*"))
+        recs = inspect(frag)
+        rows = [{k: v for k, v in r.items() if k != "_runtime"} for r in history(recs)]
+        summary = {}
+        for r in recs:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        return rows, {k: v for k, v in summary.items() if not k.startswith("_")}
+
+    fast_rows, fast_summary = records(fast_out)
+    slow_rows, slow_summary = records(slow_out)
+    assert len(fast_rows) == 2501 and fast_rows == slow_rows
+    assert fast_summary == slow_summary and fast_summary["m/0"] == fast_rows[-1]["m/0"] == 2.0 ** 60 * 2500
+
+
+def test_log_finished_needs_the_exit_record(first, tmp):
+    from tbx.converters.wandb_export import log_finished, wait_for_log
+
+    _, out, _ = first
+    path = glob.glob(os.path.join(out, "wandb", "offline-run-*", "*.wandb"))[0]
+    with open(path, "rb") as f:
+        data = f.read()
+    assert log_finished(path)
+    cut = str(tmp / "cut.wandb")
+    for size in (len(data) - 1, len(data) // 2, 7, 0):  # what wandb-core has not written yet
+        with open(cut, "wb") as f:
+            f.write(data[:size])
+        assert not log_finished(cut), size
+    with pytest.raises(SyncError, match="exit record"):
+        wait_for_log(cut, timeout=0.05)
+    assert not log_finished(str(tmp / "missing.wandb"))
+
+
 # --- pieces ------------------------------------------------------------------------------------
 
 def test_rebin_keeps_every_count():
@@ -355,17 +427,75 @@ def test_rebin_keeps_every_count():
     assert rebin(small) is small
 
 
-def test_history_rows_group_by_step_and_keep_each_tag_in_order():
-    def seq(key, points):
-        return [_Value(key, s, w, "scalars", v) for s, w, v in points]
+def seq(key, points):
+    steps, walls, values = zip(*points)
+    return _Series(key, np.array(steps), np.array(walls), list(values))
 
-    rows = list(history_rows([
-        seq("a", [(0, 10.0, 1), (1, 11.0, 2), (1, 11.0, 3), (0, 20.0, 4)]),  # a repeat, then a restart
-        seq("b", [(0, 10.0002, 5), (1, 12.0, 6)]),  # same step, 0.2 ms later / 1 s later
-    ]))
-    got = [(step, wall, {k: v.payload for k, v in row.items()}) for step, wall, row in rows]
-    assert got == [(0, 10.0, {"a": 1, "b": 5}), (1, 11.0, {"a": 2}), (1, 12.0, {"b": 6}),
-                   (1, 11.0, {"a": 3}), (0, 20.0, {"a": 4})]
+
+def rows_of(series):
+    return [(step, wall, dict(zip(keys, values))) for step, wall, keys, values in history_rows(series)]
+
+
+def test_history_rows_group_by_step_and_keep_each_tag_in_order():
+    assert rows_of([
+        seq("a", [(0, 10.0, 1.0), (1, 11.0, 2.0), (1, 11.0, 3.0), (0, 20.0, 4.0)]),  # a repeat, then a restart
+        seq("b", [(0, 10.0002, 5.0), (1, 12.0, 6.0)]),  # same step, 0.2 ms later / 1 s later
+    ]) == [(0, 10.0, {"a": 1.0, "b": 5.0}), (1, 11.0, {"a": 2.0}), (1, 12.0, {"b": 6.0}),
+           (1, 11.0, {"a": 3.0}), (0, 20.0, {"a": 4.0})]
+    assert rows_of([]) == []
+
+
+def test_history_rows_split_what_one_row_cannot_hold():
+    # two series with one key (a renamed tag meeting its namesake): a second row, same time
+    # wall times spread over more than the tolerance: a chunk per 0.5 ms, rows in time order
+    rows = rows_of([
+        seq("k", [(0, 1.0, 1.0), (1, 2.0, 2.0), (2, 3.0, 3.0)]),
+        seq("k", [(0, 1.0001, 9.0)]),
+        seq("x", [(1, 2.0004, 4.0), (2, 3.0, 5.0)]),
+        seq("y", [(1, 2.0006, 6.0), (1, 2.0011, 7.0)]),  # y twice at step 1 (a repeat): its own group
+    ])
+    assert rows == [(0, 1.0, {"k": 1.0}), (0, 1.0, {"k": 9.0}),
+                    (1, 2.0, {"k": 2.0, "x": 4.0}), (1, 2.0006, {"y": 6.0}),
+                    (1, 2.0011, {"y": 7.0}),
+                    (2, 3.0, {"k": 3.0, "x": 5.0})]
+
+
+def reference_rows(series):
+    """The row rule spelled out item by item (what the vectorized history_rows must match)."""
+    groups = {}
+    for s in series:
+        rnd, rep, prev = 0, 0, None
+        for step, wall, value in zip(s.steps.tolist(), s.walls.tolist(), s.values):
+            if prev is not None:
+                rnd, rep = (rnd + 1, 0) if step < prev else (rnd, rep + 1 if step == prev else 0)
+            prev = step
+            groups.setdefault((rnd, step, rep), []).append((wall, s.key, value))
+    out = []
+    for pos in sorted(groups):
+        members = sorted(groups[pos], key=lambda m: m[0])
+        i = 0
+        while i < len(members):
+            start, rows = members[i][0], []
+            while i < len(members) and members[i][0] - start <= WALL_TOLERANCE:
+                row = next((r for r in rows if members[i][1] not in r), None)
+                if row is None:
+                    rows.append(row := {})
+                row[members[i][1]] = members[i][2]
+                i += 1
+            out += [(pos[1], start, row) for row in rows]
+    return out
+
+
+def test_history_rows_match_the_item_by_item_rule():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        series = []
+        for _ in range(rng.integers(0, 5)):
+            n = int(rng.integers(0, 9))
+            walls = rng.choice([1.0, 1.0003, 1.0006, 1.001, 2.0], n) + rng.choice([0.0, 0.0002], n)
+            series.append(_Series(str(rng.choice(list("abc"))), rng.integers(0, 4, n), walls,
+                                  rng.integers(0, 100, n).astype(float).tolist()))
+        assert rows_of(series) == reference_rows(series)
 
 
 def test_media_groups_follow_the_event_index():

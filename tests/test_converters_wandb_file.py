@@ -24,7 +24,9 @@ import zlib
 import numpy as np
 import pytest
 
+from tbx.converters import wandb_fastpath as fastpath
 from tbx.converters import wandb_file as wf
+from tbx.converters import wandb_framing as framing
 from tbx.errors import DataLossError
 
 wandb = pytest.importorskip("wandb", reason="the wandb SDK writes the test runs and is the oracle")
@@ -159,7 +161,7 @@ def test_offsets_are_chunk_headers(sdk_logs):
         data = f.read()
     for offset, record in list(wf.iter_records(path))[:50]:
         crc, length, kind = struct.unpack_from("<IHB", data, offset)
-        assert kind in (wf.FULL, wf.FIRST)
+        assert kind in (framing.FULL, framing.FIRST)
         assert zlib.crc32(data[offset + 6:offset + 7 + length]) == crc
 
 
@@ -195,10 +197,10 @@ def test_history_values(sdk_logs):
 
 def test_fast_path_takes_the_common_rows(sdk_logs):
     """The JSON fast path (not protobuf) decodes every plain scalar row."""
-    path, recs, _ = wf._load(sdk_logs["plain"], True, None)
-    tag_pos, field = wf._record_fields(recs)
-    idx = np.flatnonzero(field == wf.FIELD_HISTORY)
-    rows, _, slow = wf._fast_rows(recs, idx, tag_pos[idx], False)
+    path, recs, _ = framing.load(sdk_logs["plain"], True, None)
+    tag_pos, field = fastpath.record_fields(recs)
+    idx = np.flatnonzero(field == fastpath.FIELD_HISTORY)
+    rows, _, slow = fastpath.fast_rows(recs, idx, tag_pos[idx], False)
     assert len(rows) >= 2400 and len(rows) + int(slow.sum()) == len(idx)
 
 
@@ -217,6 +219,24 @@ def test_read_log(sdk_logs):
     assert (log.stats.bad_chunks, log.stats.truncated_bytes, log.stats.first_bad_offset) == (0, 0, None)
 
 
+def test_summary_records_with_info_first_are_read(tmp_path):
+    """With two runs open in one process, wandb-core writes ``_info`` (field 200) right after
+    ``num``, before the record's kind: such summary updates must still reach the summary."""
+    with offline_run(tmp_path, project="p") as first, offline_run(tmp_path, project="p") as second:
+        first.log({"loss": 1.0})
+        first.summary["best"] = 0.8
+        second.summary["best"] = 0.9
+    for run, best in ((first, 0.8), (second, 0.9)):
+        path = log_file(run)
+        with open(path, "rb") as f:
+            data = f.read()
+        (offset,) = [o for o, r in wf.iter_records(path) if r.WhichOneof("record_type") == "summary"
+                     and [i.key for i in r.summary.update] == ["best"]]
+        payload = data[offset + framing.CHUNK_HEADER_SIZE:]
+        assert payload[0] == 0x08 and payload[2:4] == b"\xc2\x0c"  # num, then _info: the case under test
+        assert wf.read_log(path).summary["best"] == best
+
+
 # --- framing edge cases, with files we write ---------------------------------------
 
 def write_log(path, payloads):
@@ -225,14 +245,14 @@ def write_log(path, payloads):
     for payload in payloads:
         first = True
         while True:
-            left = wf.BLOCK_SIZE - len(out) % wf.BLOCK_SIZE
-            if left < wf.CHUNK_HEADER_SIZE:
+            left = framing.BLOCK_SIZE - len(out) % framing.BLOCK_SIZE
+            if left < framing.CHUNK_HEADER_SIZE:
                 out += bytes(left)
                 continue
-            take = min(len(payload), left - wf.CHUNK_HEADER_SIZE)
+            take = min(len(payload), left - framing.CHUNK_HEADER_SIZE)
             part, payload = payload[:take], payload[take:]
             last = not payload
-            kind = (wf.FULL if last else wf.FIRST) if first else (wf.LAST if last else wf.MIDDLE)
+            kind = (framing.FULL if last else framing.FIRST) if first else (framing.LAST if last else framing.MIDDLE)
             out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + part), len(part), kind) + part
             first = False
             if last:
@@ -256,9 +276,9 @@ def test_block_tails_and_split_records(tmp_path):
     sizes = []
     # Fill block 0 so that 0..6 bytes are left at its end, then records over several blocks.
     probe = len(history_record(1, 0))
-    room = wf.BLOCK_SIZE - len(wf.HEADER) - wf.CHUNK_HEADER_SIZE - probe
+    room = framing.BLOCK_SIZE - len(wf.HEADER) - framing.CHUNK_HEADER_SIZE - probe
     sizes.append(room - 3)  # leaves 3 bytes: padding
-    sizes += [0, 70_000, 5, wf.BLOCK_SIZE - 2 * wf.CHUNK_HEADER_SIZE - probe, 1, 40_000, 0]
+    sizes += [0, 70_000, 5, framing.BLOCK_SIZE - 2 * framing.CHUNK_HEADER_SIZE - probe, 1, 40_000, 0]
     payloads = [history_record(i + 1, s) for i, s in enumerate(sizes)]
     path = tmp_path / "run-edge.wandb"
     write_log(path, payloads)
@@ -276,6 +296,35 @@ def test_zero_length_and_empty_records(tmp_path):
     write_log(path, payloads)
     assert [r.num for _, r in wf.iter_records(path)] == [0, 1, 0]
     assert wf.read_history(path) == [{}]
+
+
+def info_first(pb, num, **kind):
+    """A Record's bytes as wandb-core orders them: ``num``, ``_info``, then the oneof."""
+    info = pb.Record()
+    getattr(info, "_info").stream_id = "stream"
+    return pb.Record(num=num).SerializeToString() + info.SerializeToString() + pb.Record(**kind).SerializeToString()
+
+
+def test_info_first_records_of_every_shape(tmp_path):
+    """Single-chunk and split summary and history records with ``_info`` first, ``num`` of 1 and 2 bytes."""
+    pb = wf.proto()
+
+    def summary(key, value):
+        return pb.SummaryRecord(update=[pb.SummaryItem(key=key, value_json=json.dumps(value))])
+
+    payloads = [info_first(pb, 5, summary=summary("best", 0.8)),
+                info_first(pb, 300, summary=summary("big", "z" * 50_000)),  # split over two blocks
+                info_first(pb, 301, history=pb.HistoryRecord(item=[pb.HistoryItem(key="x", value_json="1.5")])),
+                info_first(pb, 302, summary=pb.SummaryRecord(
+                    update=[pb.SummaryItem(nested_key=["deep", "k"], value_json="2")])),
+                info_first(pb, 303, config=pb.ConfigRecord(update=[pb.ConfigItem(key="lr", value_json="0.1")]))]
+    path = tmp_path / "run-info.wandb"
+    write_log(path, payloads)
+    assert [j["type"] for j in oracle_records(path)] == ["summary", "summary", "history", "summary", "config"]
+    assert [r.num for _, r in wf.iter_records(path)] == [5, 300, 301, 302, 303]
+    log = wf.read_log(path)
+    assert log.summary == {"best": 0.8, "big": "z" * 50_000, "deep": {"k": 2}}
+    assert log.history == [{"x": 1.5}] and log.config == {"lr": 0.1}
 
 
 # --- damage ------------------------------------------------------------------------------
@@ -305,7 +354,7 @@ def test_truncated_file_gives_every_whole_record(tmp_path, intact):
     _, data, records = intact
     offsets = [o for o, _ in records]
     ends = offsets[1:] + [len(data)]
-    spanning = next(i for i, (o, p) in enumerate(records) if len(p) > 2 * wf.BLOCK_SIZE)
+    spanning = next(i for i, (o, p) in enumerate(records) if len(p) > 2 * framing.BLOCK_SIZE)
     cuts = [offsets[10] + 3, offsets[200] + 9, offsets[spanning] + 40_000, ends[spanning] - 1, offsets[300]]
     for cut in cuts:
         path = damaged(tmp_path, data[:cut])
@@ -323,10 +372,10 @@ def test_truncated_file_gives_every_whole_record(tmp_path, intact):
 def test_bad_checksum_skips_to_the_next_block(tmp_path, intact):
     _, data, records = intact
     offsets = [o for o, _ in records]
-    victim = next(o for o in offsets if o > 2 * wf.BLOCK_SIZE + 1000)
-    block_end = victim - victim % wf.BLOCK_SIZE + wf.BLOCK_SIZE
+    victim = next(o for o in offsets if o > 2 * framing.BLOCK_SIZE + 1000)
+    block_end = victim - victim % framing.BLOCK_SIZE + framing.BLOCK_SIZE
     broken = bytearray(data)
-    broken[victim + wf.CHUNK_HEADER_SIZE + 2] ^= 0xFF
+    broken[victim + framing.CHUNK_HEADER_SIZE + 2] ^= 0xFF
     path = damaged(tmp_path, broken)
     stats = wf.LogStats()
     got = [(o, r.SerializeToString()) for o, r in wf.iter_records(path, stats=stats)]
@@ -346,22 +395,22 @@ def test_nonsense_headers_and_zeroed_blocks(tmp_path, intact):
     _, data, records = intact
     offsets = [o for o, _ in records]
     # A length that runs past its block.
-    victim = next(o for o in offsets if o > wf.BLOCK_SIZE + 500)
+    victim = next(o for o in offsets if o > framing.BLOCK_SIZE + 500)
     broken = bytearray(data)
     broken[victim + 4:victim + 6] = struct.pack("<H", 60_000)
     stats = wf.LogStats()
     got = [o for o, _ in wf.iter_records(damaged(tmp_path, broken), stats=stats)]
-    block_end = victim - victim % wf.BLOCK_SIZE + wf.BLOCK_SIZE
+    block_end = victim - victim % framing.BLOCK_SIZE + framing.BLOCK_SIZE
     assert got == surviving(records, data, victim, block_end)
     assert stats.first_bad_offset == victim and "past its block" in stats.problems[0].reason
     # A block of zeros in the middle (a lost page).
     broken = bytearray(data)
-    broken[3 * wf.BLOCK_SIZE:4 * wf.BLOCK_SIZE] = bytes(wf.BLOCK_SIZE)
+    broken[3 * framing.BLOCK_SIZE:4 * framing.BLOCK_SIZE] = bytes(framing.BLOCK_SIZE)
     stats = wf.LogStats()
     got = [o for o, _ in wf.iter_records(damaged(tmp_path, broken, "run-z.wandb"), stats=stats)]
-    assert got == surviving(records, data, 3 * wf.BLOCK_SIZE, 4 * wf.BLOCK_SIZE)
-    assert (3 * wf.BLOCK_SIZE, "zeroed chunk header") in [(p.offset, p.reason) for p in stats.problems]
-    assert stats.first_bad_offset <= 3 * wf.BLOCK_SIZE
+    assert got == surviving(records, data, 3 * framing.BLOCK_SIZE, 4 * framing.BLOCK_SIZE)
+    assert (3 * framing.BLOCK_SIZE, "zeroed chunk header") in [(p.offset, p.reason) for p in stats.problems]
+    assert stats.first_bad_offset <= 3 * framing.BLOCK_SIZE
 
 
 def test_unknown_version_and_not_a_log(tmp_path, intact):

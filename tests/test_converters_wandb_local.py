@@ -5,6 +5,7 @@ the module's tests: ``wandb.init`` takes seconds); the expected values are
 what the test logged, the media bytes are the files the SDK wrote.
 """
 
+import glob
 import io
 import json
 import math
@@ -16,18 +17,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_converters_wandb_file import log_file, offline_run
+import tbx
+from test_converters_wandb_file import log_file, offline_run, write_log
 from tbx.converters import wandb_file as wf
+from tbx.converters import wandb_framing as framing
 from tbx.converters.base import SyncError
 from tbx.converters.engine import sync
+from tbx.converters.model import flatten
 from tbx.converters.report import RunReport
 from tbx.converters.tfevents import TfeventsDestination, TfeventsSource
+from tbx.converters.wandb_decode import tb_tag
+from tbx.converters.wandb_export import WandbDestination
 from tbx.converters.wandb_local import WandbOfflineSource
 from tbx.errors import DataLossError
 
 wandb = pytest.importorskip("wandb", reason="the wandb SDK writes the test runs")
 
-CONFIG = {"lr": 0.1, "model": {"depth": 3, "act": "relu"}, "layers": [1, 2]}
+# nested dicts (one of them shaped like config.yaml's {"value": v} wrapping) stay as they are
+CONFIG = {"lr": 0.1, "model": {"depth": 3, "act": "relu", "opt": {"name": "adam", "betas": [0.9, 0.99]}},
+          "layers": [1, 2], "wrapped": {"value": 5}}
 PIXELS = (np.arange(4 * 5 * 3) * 7 % 256).astype(np.uint8).reshape(4, 5, 3)
 TABLE = [[1, "a|b"], [2.5, None]]
 
@@ -74,7 +82,7 @@ def runs(tmp_path_factory):
         out["plain_log"] = log_file(run)
     for part in range(2):
         with offline_run(root, project="proj", id="resumeme1", resume="allow",
-                         config={f"part{part}": part}) as run:
+                         config={f"part{part}": part, "net": {f"k{part}": part}}) as run:
             for i in range(3):
                 run.log({"y": 10 * part + i})
     out["resumed"] = "resumeme1"
@@ -111,7 +119,7 @@ def test_run_metadata_config_and_summary(runs):
     assert (data.notes, data.group, data.job_type, data.labels) == ("some notes", "grp", "train", ["t1", "t2"])
     assert data.start_time == pytest.approx(runs["main_start"], abs=1e-3)
     assert data.status == "FAILED" and data.end_time >= data.start_time
-    assert data.params == {"lr": 0.1, "model.depth": 3, "model.act": "relu", "layers": [1, 2], "later": 7}
+    assert data.params == {**CONFIG, "later": 7}
     assert data.summary["best"] == 0.5 and data.summary["train/loss"] == 1.0 / 20
     assert "_wandb" not in data.summary
     _, plain, _ = read(WandbOfflineSource(runs["root"]), runs["plain"])
@@ -204,7 +212,8 @@ def test_resumed_run_reads_both_fragments_in_order(runs):
     assert np.all(np.diff(y.wall_times) > 0)
     assert report.kinds["scalars"].transformed == {
         "step of a resumed fragment shifted to follow the previous fragment": 3}
-    assert data.params == {"part0": 0, "part1": 1}
+    # merged by top-level key, the later fragment's value winning (W&B replaces a key's whole value)
+    assert data.params == {"part0": 0, "part1": 1, "net": {"k1": 1}}
     assert data.status == "FINISHED"
 
 
@@ -227,7 +236,7 @@ def test_damaged_log_carries_what_is_readable(runs, tmp_path):
     assert not report.lossy  # a cut-off end is how a live run looks
 
     victim = next(o for o in offsets if o > len(data) // 2)
-    data[victim + wf.CHUNK_HEADER_SIZE + 1] ^= 0x55
+    data[victim + framing.CHUNK_HEADER_SIZE + 1] ^= 0x55
     log.write_bytes(bytes(data))
     _, hurt, report = read(WandbOfflineSource(run_dir), runs["main"])
     (reason,) = report.kinds["records"].dropped
@@ -279,3 +288,126 @@ def test_sync_to_a_tensorboard_logdir(runs, tmp_path):
     got = {ref.key: back.read_run(ref, RunReport(ref.name, ref.key)) for ref in back.list_runs()}
     (resumed,) = [d for d in got.values() if "y" in d.scalars]
     assert resumed.scalars["y"].steps.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+# --- the config, tbx's own metadata key, several paths, odd keys -------------------------
+
+def test_nested_config_reaches_tfevents_exactly(runs, tmp_path):
+    """Through the engine: config.yaml holds the config nested as W&B does; the HParams
+    dashboard, which needs flat names, gets them joined with '.'."""
+    report = sync(WandbOfflineSource(os.path.dirname(runs["main_log"])), TfeventsDestination(tmp_path / "tb"))
+    (run,) = report.runs
+    params = run.kinds["params"]  # counted per leaf of the nested config
+    assert run.mismatch == [] and params.verified == params.read == len(flatten(CONFIG)) + 1
+    run_dir = tmp_path / "tb" / "display"
+    assert json.loads((run_dir / "config.yaml").read_text()) == {
+        k: {"value": v} for k, v in {**CONFIG, "later": 7}.items()}
+    hparams_only = tmp_path / "hparams"  # the event files without config.yaml: params from the HParams session
+    hparams_only.mkdir()
+    for name in os.listdir(run_dir):
+        if "tfevents" in name:
+            shutil.copy(run_dir / name, hparams_only / name)
+    source = TfeventsSource(hparams_only)
+    (ref,) = source.list_runs()
+    assert source.read_run(ref, RunReport("h", "h")).params == {
+        "lr": 0.1, "model.depth": 3, "model.act": "relu", "model.opt.name": "adam",
+        "model.opt.betas": "[0.9, 0.99]", "layers": "[1, 2]", "wrapped.value": 5, "later": 7}
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Every directory the W&B SDK writes to inside ``tmp_path``; offline, quiet."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var, sub in (("WANDB_DIR", "wdir"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+def test_tbx_export_metadata_comes_back_as_tags_and_times(wandb_env):
+    """tfevents → W&B offline → tfevents: the key/value tags, times and status that the W&B
+    export keeps in the hidden config key ``_tbx`` come back as such, and ``_tbx`` is no param."""
+    tmp = wandb_env
+    src = tmp / "src" / "exp1"
+    with tbx.SummaryWriter(str(src)) as w:
+        for i in range(3):
+            w.add_scalar("loss", 1.0 / (i + 1), i, walltime=1_700_000_010.0 + i)
+    meta = {"kv_tags": {"team": "vision", "ticket": "T-1"}, "start_wall_time": 1_700_000_000.25,
+            "end_wall_time": 1_700_000_100.5, "status": "KILLED"}
+    (src / "metadata.json").write_text(json.dumps(meta))
+    (src / "config.yaml").write_text(json.dumps({"lr": {"value": 0.1}, "opt": {"value": "sgd"}}))
+
+    there = sync(TfeventsSource(tmp / "src"), WandbDestination(directory=str(tmp / "w")), ledger=str(tmp / "1.db"))
+    assert there.exit_code() == 0, there.as_dict()
+    back = sync(WandbOfflineSource(tmp / "w"), TfeventsDestination(tmp / "back"), ledger=str(tmp / "2.db"))
+    assert back.exit_code() == 0, back.as_dict()
+    (run,) = back.runs
+    assert run.kinds["params"].read == 2 and run.kinds["tags"].verified == 2
+    (run_dir,) = [d for d in glob.glob(str(tmp / "back" / "*")) if os.path.isdir(d)]
+    got = json.loads(open(os.path.join(run_dir, "metadata.json")).read())
+    assert got["kv_tags"] == meta["kv_tags"]
+    assert (got["start_wall_time"], got["end_wall_time"], got["status"]) == (1_700_000_000.25, 1_700_000_100.5,
+                                                                             "KILLED")
+    assert json.loads(open(os.path.join(run_dir, "config.yaml")).read()) == {"lr": {"value": 0.1},
+                                                                           "opt": {"value": "sgd"}}
+
+
+def test_a_list_of_paths_is_one_source(runs, tmp_path):
+    main_dir = os.path.dirname(runs["main_log"])
+    again = os.path.join(runs["root"], "wandb", "..", "wandb", os.path.basename(main_dir))  # main, once more
+    source = WandbOfflineSource([main_dir, runs["plain_log"], again])
+    refs = source.list_runs()
+    assert sorted(r.key for r in refs) == sorted([runs["main"], runs["plain"]])
+    assert [len(r.extra) for r in refs] == [1, 1]
+    _, data, _ = read(source, runs["main"])
+    assert len(data.scalars["train/loss"]) == 20
+    # the fragments of a resumed run, given one by one (what the W&B export's read-back does)
+    fragments = sorted(glob.glob(os.path.join(runs["root"], "wandb", "offline-run-*-resumeme1*")))
+    assert len(fragments) == 2
+    _, resumed, _ = read(WandbOfflineSource(fragments), "resumeme1")
+    assert resumed.scalars["y"].values.tolist() == [0, 1, 2, 10, 11, 12]
+    with pytest.raises(SyncError, match="empty list"):
+        WandbOfflineSource([])
+    with pytest.raises(SyncError) as err:
+        WandbOfflineSource([main_dir, tmp_path / "nowhere"]).check()
+    assert str(tmp_path / "nowhere") in str(err.value)
+
+
+def test_keys_that_are_not_tensorboard_tags_are_renamed(tmp_path):
+    """Empty, only '/', NUL: renamed, each item counted with the new name; everything verified."""
+    with offline_run(tmp_path, project="p") as run:
+        for i in range(3):
+            run.log({"/": 2.0 + i, "//": 3.0, "a\0b": 4.0, "trail\0": 5.0, "t\0": "text", "ok": 1.0})
+        run.log({"(/)": 9.0})  # a valid key with the name "/" was given: it must not merge with it
+    pb = wf.proto()
+    handmade = tmp_path / "wandb" / "offline-run-20260101_000000-handmade"
+    handmade.mkdir()
+    rows = [pb.Record(num=1, run=pb.RunRecord(run_id="handmade", project="p")).SerializeToString()]
+    rows += [pb.Record(num=2 + i, history=pb.HistoryRecord(item=[
+        pb.HistoryItem(key="", value_json=str(0.5 * i)),
+        pb.HistoryItem(key="_step", value_json=str(i))])).SerializeToString() for i in range(4)]
+    write_log(handmade / "run-handmade.wandb", rows)
+
+    report = sync(WandbOfflineSource(tmp_path), TfeventsDestination(tmp_path / "tb"))
+    assert report.exit_code() == 0, report.as_dict()
+    by_key = {r.key: r for r in report.runs}
+    for r in report.runs:
+        for kind, count in r.kinds.items():
+            assert count.read == count.written == count.verified and not count.dropped, (r.key, kind)
+
+    def renamed(key, tag, why="is not a valid TensorBoard tag"):
+        return f"W&B key {key!r} {why}: renamed {tag!r}"
+
+    assert by_key[run.id].kinds["scalars"].transformed == {
+        renamed("/", "(/)"): 3, renamed("//", "(//)"): 3, renamed("a\0b", "a\\0b"): 3,
+        renamed("trail\0", "trail\\0"): 3, renamed("(/)", "(/) (2)", "names a tag taken by a renamed key"): 1}
+    assert by_key[run.id].kinds["text"].transformed == {renamed("t\0", "t\\0"): 3}
+    assert by_key["handmade"].kinds["scalars"].transformed == {renamed("", "(empty)"): 4}
+    back = TfeventsSource(tmp_path / "tb")
+    got = {ref.key: back.read_run(ref, RunReport(ref.name, ref.key)) for ref in back.list_runs()}
+    scalars = {tag: s.values.tolist() for d in got.values() for tag, s in d.scalars.items()}
+    assert scalars == {"(/)": [2.0, 3.0, 4.0], "(//)": [3.0] * 3, "a\\0b": [4.0] * 3, "trail\\0": [5.0] * 3,
+                       "ok": [1.0] * 3, "(/) (2)": [9.0], "(empty)": [0.0, 0.5, 1.0, 1.5]}
+    assert [t.text for d in got.values() for t in d.series["text"].get("t\\0", [])] == ["text"] * 3
+    assert (tb_tag("x/y"), tb_tag("/x")) == ("x/y", "/x")  # valid tags are kept

@@ -1,0 +1,282 @@
+"""The framing of W&B's ``.wandb`` transaction log: blocks, chunks, records.
+
+The layout, checked against files written by wandb 0.31 (TRACKERS.md §1b):
+
+- a 7-byte header: ``b":W&B"``, the magic ``0xBEE1`` (uint16 LE) and the
+  format version ``0`` (uint8);
+- then LevelDB's log format: 32 KiB blocks counted from the start of the file
+  (so the first block holds 7 bytes less), each a run of chunks
+  ``crc32 (uint32 LE) | length (uint16 LE) | type (uint8) | data``, where the
+  checksum is zlib's IEEE CRC-32 of the type byte and the data. A record too
+  big for what is left of a block is split into FIRST, MIDDLE… and LAST
+  chunks; a FULL chunk holds a whole record. A block tail shorter than a chunk
+  header is zero padding.
+
+Damage is handled as wandb-core's Go reader does, and counted in
+:class:`LogStats`: a chunk that fails its checksum or whose header makes no
+sense loses the rest of its block (reading resumes at the next block, since
+every block starts with a chunk header); a cut-off end of file is the normal
+end of a run still being written. With ``lenient=False`` damage raises
+:class:`tbx.errors.DataLossError` instead (a cut-off end still does not).
+
+Framing walks all blocks of a file at once with numpy and checks every
+checksum with one ``map`` of ``zlib.crc32``; the records stay slices of the
+file's bytes (:class:`Records`) until a decoder needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any, Union
+
+import numpy as np
+
+from tbx.errors import DataLossError, TbxError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MAGIC = b":W&B"
+IDENT = 0xBEE1
+VERSION = 0
+HEADER = MAGIC + struct.pack("<HB", IDENT, VERSION)
+BLOCK_SIZE = 32 * 1024
+CHUNK_HEADER_SIZE = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+_CRC_OF_TYPE = [zlib.crc32(bytes([t])) for t in range(256)]
+
+
+class LogFormatError(TbxError, ValueError):
+    """The file is not a W&B transaction log, or one of a version we cannot read."""
+
+
+@dataclasses.dataclass
+class LogStats:
+    """What reading one or more ``.wandb`` files found; pass one as ``stats=``.
+
+    Attributes:
+        records: records read whole with good checksums.
+        bad_chunks: chunks that failed their checksum or made no sense (each
+            loses the rest of its block), and record fragments orphaned by them.
+        truncated_bytes: bytes of a cut-off end of file (a record being written).
+        first_bad_offset: file offset of the first bad chunk, or None.
+        problems: one DataLossError per bad chunk or undecodable record.
+    """
+
+    records: int = 0
+    bad_chunks: int = 0
+    truncated_bytes: int = 0
+    first_bad_offset: int | None = None
+    problems: list[DataLossError] = dataclasses.field(default_factory=list)
+
+    def bad(self, err: DataLossError) -> None:
+        self.bad_chunks += 1
+        self.problems.append(err)
+        if self.first_bad_offset is None or err.offset < self.first_bad_offset:
+            self.first_bad_offset = err.offset
+
+
+
+def _check_header(path: str, data: bytes) -> None:
+    head = data[:len(HEADER)]
+    if len(head) < len(HEADER) or head[:4] != MAGIC:
+        raise LogFormatError(
+            f"{path} is not a W&B transaction log: it starts with {head!r}, expected {HEADER!r} "
+            f"(':W&B', magic 0x{IDENT:X}, version {VERSION})")
+    ident, version = struct.unpack_from("<HB", data, 4)
+    if ident != IDENT or version != VERSION:
+        raise LogFormatError(
+            f"{path}: unsupported .wandb format (magic 0x{ident:X}, version {version}); "
+            f"this reader supports magic 0x{IDENT:X} version {VERSION}")
+
+
+def read_file(path: str, limit: int = -1) -> bytes:
+    """The first ``limit`` bytes of ``path`` (all: -1), once the header says it is a log we read."""
+    with open(path, "rb") as f:
+        data = f.read(limit)
+    _check_header(path, data)
+    return data
+
+
+@dataclasses.dataclass
+class Records:
+    """The records of one file: single-chunk ones as slices of ``data``, others joined."""
+
+    data: bytes
+    offsets: np.ndarray  # file offset of each single-chunk record's header
+    starts: np.ndarray  # payload start in data
+    ends: np.ndarray  # payload end in data
+    joined: list[tuple[int, bytes]]  # (offset, payload) of records split over chunks
+
+
+def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Chunk headers of every block, all blocks walked at once.
+
+    Returns the offsets, lengths and types of the chunks whose header makes
+    sense (sorted by offset) and ``(offset, why)`` of each place where a
+    block stops making sense (``why`` is ``"cut"`` at the end of the file).
+    """
+    n = len(a)
+    nblocks = (n + BLOCK_SIZE - 1) // BLOCK_SIZE
+    pos = np.arange(nblocks, dtype=np.int64) * BLOCK_SIZE
+    if nblocks:
+        pos[0] = len(HEADER)
+    end = np.minimum(pos - pos % BLOCK_SIZE + BLOCK_SIZE, n)
+    active = np.arange(nblocks)
+    offsets, lengths, types, stops = [], [], [], []
+    while active.size:
+        p, e = pos[active], end[active]
+        room = e - p
+        fits = room >= CHUNK_HEADER_SIZE
+        # A short block tail is padding, except at the end of the file, where
+        # it is the start of a chunk header being written.
+        for i in np.flatnonzero(~fits & (room > 0) & (e == n)):
+            stops.append((int(p[i]), "cut"))
+        active, p, e = active[fits], p[fits], e[fits]
+        if not active.size:
+            break
+        length = a[p + 4].astype(np.int64) | a[p + 5].astype(np.int64) << 8
+        kind = a[p + 6]
+        nxt = p + CHUNK_HEADER_SIZE + length
+        good = (nxt <= e) & (kind >= FULL) & (kind <= LAST)
+        for i in np.flatnonzero(~good):
+            if nxt[i] > e[i] and e[i] == n and FULL <= kind[i] <= LAST:
+                why = "cut"
+            elif kind[i] == 0 and length[i] == 0 and not a[p[i]:p[i] + 4].any():
+                # Zeros up to the end of the file: space the writer never filled.
+                why = "cut" if e[i] == n and not a[p[i]:].any() else "zeroed chunk header"
+            elif not FULL <= kind[i] <= LAST:
+                why = f"bad chunk type {int(kind[i])}"
+            else:
+                why = f"chunk length {int(length[i])} runs past its block"
+            stops.append((int(p[i]), why))
+        offsets.append(p[good])
+        lengths.append(length[good])
+        types.append(kind[good])
+        pos[active] = nxt
+        active = active[good]
+    if not offsets:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.uint8), stops
+    off = np.concatenate(offsets)
+    order = np.argsort(off, kind="stable")
+    return off[order], np.concatenate(lengths)[order], np.concatenate(types)[order], stops
+
+
+def frame(data: bytes, path: str, lenient: bool, stats: LogStats) -> Records:
+    """Split a whole file into records, checking every chunk's checksum."""
+    a = np.frombuffer(data, np.uint8)
+    off, length, kind, stops = _walk_blocks(a)
+    start = off + CHUNK_HEADER_SIZE
+    stop = start + length
+    # Checksums: one map over all chunks.
+    view = memoryview(data)
+    stored = np.frombuffer(a[(off[:, None] + np.arange(4)).ravel()].tobytes(), "<u4")
+    computed = np.fromiter(
+        map(zlib.crc32, map(view.__getitem__, map(slice, start.tolist(), stop.tolist())),
+            map(_CRC_OF_TYPE.__getitem__, kind.tolist())),
+        dtype=np.uint32, count=len(off))
+    for i in np.flatnonzero(stored != computed):
+        stops.append((int(off[i]), "chunk checksum"))
+    cut = None
+    bad: list[tuple[int, str]] = []
+    for offset, why in sorted(stops):
+        if why == "cut":
+            cut = offset if cut is None else min(cut, offset)
+        else:
+            bad.append((offset, why))
+    # Every chunk at or after a bad one in the same block is lost (so a later
+    # bad chunk of that block is not counted again).
+    keep = np.ones(len(off), bool)
+    lost_until = -1
+    for offset, why in bad:
+        if offset < lost_until:
+            continue
+        err = DataLossError(path, offset, why)
+        if not lenient:
+            raise err
+        stats.bad(err)
+        lost_until = offset - offset % BLOCK_SIZE + BLOCK_SIZE
+        keep[(off >= offset) & (off < lost_until)] = False
+    if cut is not None:
+        keep &= off < cut
+    off, start, stop, kind = off[keep], start[keep], stop[keep], kind[keep]
+
+    single = kind == FULL
+    joined: list[tuple[int, bytes]] = []
+    pending: tuple[int, list[Any]] | None = None  # (offset, parts) of a FIRST..LAST run
+    prev_stop = -1
+
+    def orphan(offset: int) -> None:
+        err = DataLossError(path, offset, "record fragment without its start or end")
+        if not lenient:
+            raise err
+        stats.bad(err)
+
+    for i in np.flatnonzero(~single).tolist():
+        o, k = int(off[i]), int(kind[i])
+        follows = i > 0 and _adjacent(prev_stop, o) and prev_stop == int(stop[i - 1])
+        if pending is not None and not (k in (MIDDLE, LAST) and follows):
+            orphan(pending[0])
+            pending = None
+        if k == FIRST:
+            pending = (o, [view[int(start[i]):int(stop[i])]])
+        elif pending is None:
+            orphan(o)
+        else:
+            pending[1].append(view[int(start[i]):int(stop[i])])
+            if k == LAST:
+                joined.append((pending[0], b"".join(pending[1])))
+                pending = None
+        prev_stop = int(stop[i])
+    truncated_from = None
+    if pending is not None:
+        # A record still being written when the file ended is a cut-off end.
+        at_end = prev_stop == int(stop[-1]) and (
+            _adjacent(prev_stop, len(data)) or (cut is not None and _adjacent(prev_stop, cut)))
+        if at_end:
+            truncated_from = pending[0]
+        else:
+            orphan(pending[0])
+    if cut is not None:
+        truncated_from = cut if truncated_from is None else min(truncated_from, cut)
+    if truncated_from is not None:
+        stats.truncated_bytes += len(data) - truncated_from
+    records = Records(data, off[single], start[single], stop[single], joined)
+    stats.records += len(records.offsets) + len(joined)
+    return records
+
+
+def _adjacent(stop: int, offset: int) -> bool:
+    """True if a chunk at ``offset`` comes right after one ending at ``stop``."""
+    if stop == offset:
+        return True
+    tail = BLOCK_SIZE - stop % BLOCK_SIZE
+    return tail < CHUNK_HEADER_SIZE and offset == stop + tail
+
+
+def load(path: PathLike, lenient: bool, stats: LogStats | None) -> tuple[str, Records, LogStats]:
+    """``(path, records, stats)`` of a whole file; damage is counted in ``stats`` (a new one if None)."""
+    path = os.fspath(path)
+    stats = stats if stats is not None else LogStats()
+    return path, frame(read_file(path), path, lenient, stats), stats
+
+
+def in_order(recs: Records, mask: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
+    """``(offset, payload)`` of records (single-chunk ones filtered by ``mask``) in file order."""
+    view = memoryview(recs.data)
+    idx = np.arange(len(recs.offsets)) if mask is None else np.flatnonzero(mask)
+    offsets = recs.offsets[idx].tolist()
+    starts, ends = recs.starts[idx].tolist(), recs.ends[idx].tolist()
+    j = 0
+    joined = recs.joined
+    for o, s, e in zip(offsets, starts, ends):
+        while j < len(joined) and joined[j][0] < o:
+            yield joined[j]
+            j += 1
+        yield o, view[s:e]
+    yield from joined[j:]
