@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -598,3 +599,53 @@ def test_nested_config_is_flattened_and_summary_kept(server):
         assert back.summary["nan"] != back.summary["nan"]
     finally:
         d.close()
+
+
+_KILLABLE_SYNC = """
+import sys
+from tbx.converters.engine import sync
+from tbx.converters.mlflow import MlflowDestination
+from tbx.converters.tfevents import TfeventsSource
+report = sync(TfeventsSource(sys.argv[1]), MlflowDestination(sys.argv[2], sys.argv[3]), ledger=sys.argv[4],
+              commit_every=500)
+sys.exit(report.exit_code())
+"""
+
+
+def test_sync_killed_midway_resumes_with_every_point_once(server, tmp_path):
+    """SIGKILL a `tbx sync` to MLflow after its first commits, run it again: no gap, no duplicate."""
+    import signal
+    import sqlite3
+    import subprocess
+
+    logdir = tmp_path / "logs"
+    for name in ("r1", "r2", "r3"):
+        _logdir(logdir / name, steps=range(3_000), scalars_only=True)
+    experiment, ledger = _name(), str(tmp_path / "ledger.sqlite")
+    args = [sys.executable, "-c", _KILLABLE_SYNC, str(logdir), server.uri, experiment, ledger]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if os.path.exists(ledger):
+                try:
+                    with sqlite3.connect(ledger) as db:
+                        if db.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                            break  # at least one commit recorded: the sync is mid-way
+                except sqlite3.Error:
+                    pass
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, "the sync ended before it could be killed mid-way"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["r1", "r2", "r3"]  # no run created twice
+    for run in runs:
+        for key in ("loss", "acc_top1"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(3_000)), (run.info.run_name, key)
