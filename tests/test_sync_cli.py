@@ -285,3 +285,25 @@ def test_no_progress_when_stderr_is_not_a_terminal(src, tmp_path):
     assert proc.returncode == 0
     assert b"runs " not in err and b"\r" not in err
     assert b"6 carried" in out
+
+
+@pytest.mark.parametrize("spec, kind", [
+    ("runs/", "tfevents"), ("tb:wandb/", "tfevents"), ("http://127.0.0.1:5000#exp", "mlflow"),
+    ("sqlite:///m.db", "mlflow"), ("mlflow", "mlflow"), ("wandb:offline", "wandb-offline"),
+    ("wandb://team/proj", "wandb-cloud"),
+])
+def test_every_endpoint_kind_is_a_listed_backend(spec, kind):
+    from tbx.converters import BACKENDS
+    from tbx.converters.endpoints import kind_of
+
+    assert kind_of(spec)[0] == kind and kind in BACKENDS
+
+
+@pytest.mark.parametrize("spec", ["", "ftp://host/x", "wandb://only-entity", "wandb://a/b/c"])
+def test_bad_endpoints_are_refused_naming_them(spec):
+    from tbx.converters.base import UsageError
+    from tbx.converters.endpoints import kind_of
+
+    with pytest.raises(UsageError) as err:
+        kind_of(spec)
+    assert (spec or "empty") in str(err.value)
