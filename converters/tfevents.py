@@ -53,7 +53,7 @@ from tbx.converters.model import (
 )
 from tbx.converters.report import RunReport
 from tbx.event_file import EventFileWriter
-from tbx.reader import ReadStats, iter_event_files, read_events, read_records, read_scalars
+from tbx.reader import ReadStats, _decode, _scan, _ScalarPoints, _split, iter_event_files, read_events
 from tbx.summary import audio as audio_summary
 from tbx.summary import histogram as histogram_summary
 from tbx.summary import hparams as hparams_summary
@@ -189,6 +189,30 @@ def _other_files(run_dir: str) -> list[str]:
     return out
 
 
+def _scalar_columns(path: str, lenient: bool) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    """The scalar points of one event file: tag codes, tags, and step/wall_time/value columns.
+
+    What ``read_scalars(path, lenient, as_frame=False)`` reads, with the tags
+    kept as codes (grouping a million points by an object array of tags
+    costs more than reading them).
+    """
+    points = _ScalarPoints()
+    points.start_run(".")
+    for _, (_, _, tags, index, steps, walls, values) in _scan(path, _decode, lenient, None):
+        points.add_chunk(tags, index, steps, walls, values)
+    _, (codes, tags), cols = points.columns()
+    return codes, tags, cols
+
+
+def _count_records(path: str, lenient: bool, stats: ReadStats) -> int:
+    """How many records one event file holds (counted in ``stats`` as ``read_records`` does)."""
+    n = 0
+    for _, (_, _, payloads) in _scan(path, _split, lenient, stats):
+        n += len(payloads)
+    stats.records += n
+    return n
+
+
 def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bool,
                  report: RunReport | None) -> RunData:
     """A run directory (its event ``files``, in order) as a :class:`RunData`."""
@@ -198,17 +222,17 @@ def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bo
     npoints = []
     first_wall = None
     for path in files:
-        cols = read_scalars(path, lenient=not strict, as_frame=False)
-        npoints.append(len(cols["tag"]))
-        if len(cols["tag"]):
+        codes, tags, cols = _scalar_columns(path, not strict)
+        npoints.append(len(codes))
+        if len(codes):
             w0 = float(cols["wall_time"].min())
             first_wall = w0 if first_wall is None else min(first_wall, w0)
-            tags = cols["tag"]
-            # group by tag keeping file order
-            uniq, inverse = np.unique(tags.astype(str), return_inverse=True)
-            for i, tag in enumerate(uniq):
-                sel = inverse == i
-                scalar_parts.setdefault(str(tag), []).append(
+            # group by tag keeping file order (tags in sorted order, as TensorBoard lists them)
+            order = np.argsort(codes.astype(np.int16 if len(tags) < 2 ** 15 else np.int32), kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(tags) + 1)).tolist()
+            for i in sorted(range(len(tags)), key=tags.__getitem__):
+                sel = order[bounds[i]:bounds[i + 1]]
+                scalar_parts.setdefault(tags[i], []).append(
                     Scalars(cols["step"][sel], cols["wall_time"][sel], cols["value"][sel]))
     for tag, parts in scalar_parts.items():
         data.scalars[tag] = Scalars.concat(parts)
@@ -219,8 +243,7 @@ def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bo
     for path, points in zip(files, npoints):
         # Parsing every Event in Python costs ~3 µs; a file whose records are
         # all scalar points (plus its file_version record) needs no parse.
-        records = sum(1 for _ in read_records(path, lenient=not strict, stats=stats))
-        if records <= points + 1:
+        if _count_records(path, not strict, stats) <= points + 1:
             continue
         for _, event in read_events(path, lenient=True):
             what = event.WhichOneof("what")
@@ -524,15 +547,8 @@ class TfeventsRun(DestRun):
             raise ValueError(f"unknown kind {kind!r}")
 
     def _scalars(self, w: EventFileWriter, tag: str, s: Scalars) -> None:
-        enc = record.encode_scalar
-        md = scalar_summary.METADATA_BYTES
-        steps, walls, values = s.steps.tolist(), s.wall_times.tolist(), s.values.tolist()
-        parts = []
-        first = self._first("scalars", tag)
-        for i in range(len(steps)):
-            parts.append(enc(tag, values[i], steps[i], walls[i], md if first else None, False))
-            first = False
-        w.write(b"".join(parts))
+        md = scalar_summary.METADATA_BYTES if self._first("scalars", tag) else None
+        w.write(record.encode_scalars(tag, s.values, s.steps, s.wall_times, md, False))
 
     def commit(self) -> None:
         if self.writer is not None:

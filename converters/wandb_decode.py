@@ -54,7 +54,7 @@ import numpy as np
 from tbx.converters.model import File, RunData, Scalars, Text
 from tbx.converters.report import RunReport
 from tbx.converters.wandb_export import META_KEY
-from tbx.converters.wandb_file import RunLog
+from tbx.converters.wandb_file import HistoryColumns, RunLog
 from tbx.converters.wandb_values import TypedValues, kind_of
 
 #: Files W&B writes about the run itself; their content is in the model already.
@@ -142,6 +142,31 @@ def _as_int_step(value: Any) -> int | None:
     return int(value)
 
 
+_SHIFTED = "step of a resumed fragment shifted to follow the previous fragment"
+
+
+def _take(steps: Any, rows: np.ndarray) -> np.ndarray:
+    """``steps[rows]`` as int64, from an array or from a list of Python ints (which may not fit)."""
+    if isinstance(steps, np.ndarray):
+        return steps[rows]
+    return np.array([steps[r] for r in rows.tolist()], np.int64)
+
+
+def _merge(chunk: tuple[np.ndarray, np.ndarray, np.ndarray] | None, rows: np.ndarray | None,
+           pending: list[tuple[int, int, float, float]] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A column chunk: numbers at ``rows`` and the ``(row, step, wall, value)`` added one by one, by row."""
+    if not pending:
+        assert chunk is not None
+        return chunk
+    more = (np.array([p[1] for p in pending], np.int64), np.array([p[2] for p in pending], np.float64),
+            np.array([p[3] for p in pending], np.float64))
+    if chunk is None or rows is None:
+        return more
+    order = np.argsort(np.concatenate([rows, [p[0] for p in pending]]), kind="stable")
+    steps, walls, values = (np.concatenate([a, b])[order] for a, b in zip(chunk, more))
+    return steps, walls, values
+
+
 class _StepRules:
     """Which history key gives each metric its TensorBoard step (``define_metric``)."""
 
@@ -185,7 +210,7 @@ class RunBuilder:
         self.data = data
         self.report = report
         self.rules = _StepRules()
-        self.columns: dict[str, tuple[list[int], list[float], list[float]]] = {}
+        self.columns: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # chunks per W&B key
         self.files: dict[str, bytes] = {}
         self.values = TypedValues(report)
         self.last_step: int | None = None  # last _step of the previous fragments
@@ -196,13 +221,16 @@ class RunBuilder:
         self.tags: dict[str, str] = {}  # W&B key -> TensorBoard tag, for every key seen
         self.used: set[str] = set()  # the values of self.tags
         self.renamed: dict[str, tuple[str, str]] = {}  # tag -> (W&B key, why), for keys not kept as they are
+        self._pending: dict[str, list[tuple[int, int, float, float]]] = {}  # (row, step, wall, value) per key
+        self._row = 0
 
     # --- metadata ----------------------------------------------------------------
     def add_meta(self, log: RunLog) -> None:
         data, run = self.data, log.run
         for metric in log.metrics:
             self.rules.add(metric)
-        if any("global_step" in row for row in log.history):
+        if ("global_step" in log.columns.index if log.columns is not None
+                else any("global_step" in row for row in log.history)):
             self.rules.set_default("global_step")
         if run is not None:
             start = run.start_time.seconds + run.start_time.nanos / 1e9 if run.HasField("start_time") else None
@@ -220,8 +248,8 @@ class RunBuilder:
 
     def finish(self) -> None:
         data = self.data
-        for key, (steps, walls, values) in self.columns.items():
-            data.scalars[self.tags[key]] = Scalars(np.array(steps, np.int64), np.array(walls), np.array(values))
+        for key, chunks in self.columns.items():
+            data.scalars[self.tags[key]] = Scalars(*(np.concatenate(part) for part in zip(*chunks)))
         for tag, (key, why) in self.renamed.items():
             for kind, per_tag in data.series.items():
                 if tag in per_tag:
@@ -238,80 +266,212 @@ class RunBuilder:
 
     # --- history -------------------------------------------------------------------
     def add_history(self, log: RunLog, run_dir: str) -> None:
-        rows = log.history
-        shift = 0
-        if rows and self.last_step is not None:
-            first = _as_int_step(rows[0].get("_step"))
-            if first is not None and first <= self.last_step:
-                shift = self.last_step + 1 - first
-        carried: dict[str, int] = {}  # last value of each step metric
-        wall = self.last_wall if self.last_wall is not None else (self.last_start or 0.0)
+        """Carry the fragment's history (``log.columns``, else ``log.history``), as the module docstring says.
+
+        The rows are taken as columns (:class:`HistoryColumns`): steps, wall times
+        and numbers are computed with numpy for all rows at once; the other
+        values (text, typed values, nested dicts, booleans, nulls) go one by
+        one through :meth:`_add_value`, in row order, and their scalars are
+        merged into the columns by row. Tags are named, columns created and
+        report reasons first counted in the order a row-by-row pass meets
+        them (the parts of a nested dict count where the dict is).
+        """
+        items = log.columns if log.columns is not None else HistoryColumns.from_rows(log.history)
+        n = items.rows
+        wall0 = self.last_wall if self.last_wall is not None else (self.last_start or 0.0)
+        if not n:
+            self.last_wall = wall0
+            return
+        row_step, shift = self._row_steps(items)
+        walls = self._walls(items, wall0)
+        self.last_step = int(row_step[-1])
+        self.last_wall = float(walls[-1])
+        keys, code, row, values = items.keys, items.code, items.row, items.values
+        hidden = [k in HIDDEN_KEYS or k.startswith("_wandb") for k in keys]
+        step_keys = [None if h else self.rules.step_key(k) for k, h in zip(keys, hidden)]
+        active = ~np.array(hidden, bool)[code]
+        odd = np.flatnonzero(active & ~items.numeric).tolist()
+        parts, users = self._flatten(items, odd)
+        # The items of each key, in row order; its numbers become one column chunk.
+        act = np.flatnonzero(active)
+        act = act[np.argsort(code[act].astype(np.int16 if len(keys) < 2 ** 15 else np.int64), kind="stable")]
+        groups: dict[int, np.ndarray] = {}
+        for g in np.split(act, np.flatnonzero(np.diff(code[act])) + 1):
+            if len(g):
+                c = int(code[g[0]])
+                users.setdefault(step_keys[c], []).append(g)
+                g = g[items.numeric[g]]
+                if len(g):
+                    groups[c] = g
+        # Reports counted with numpy: (item, phase, kind, reason, n), made where a row-by-row pass makes them.
+        later: list[tuple[int, int, str, str, int]] = []
+        steps: dict[str, Any] = {}
+        for key, used in users.items():
+            if key == "_step":
+                steps[key] = row_step
+                continue
+            used = np.concatenate(used)
+            mask = np.zeros(n, bool)
+            mask[row[used]] = True
+            steps[key], rounded = self._metric_steps(items, key, np.flatnonzero(mask), row_step)
+            if len(rounded):
+                first = int(used[row[used] == rounded[0]].min())
+                later.append((first, 0, "scalars", f"non-integer step metric {key} rounded down", len(rounded)))
+        if shift:
+            moved = [g for c, g in groups.items() if step_keys[c] == "_step"]
+            if moved:
+                later.append((min(int(g[0]) for g in moved), 1, "scalars", _SHIFTED, sum(map(len, moved))))
+        big = sorted(i for g in groups.values() for i in g[np.abs(items.number[g]) >= _MAX_FLOAT_INT].tolist()
+                     if type(values[i]) is int and abs(values[i]) > _MAX_FLOAT_INT)
+        if big:
+            later.append((big[0], 3, "scalars", "integer beyond float64 precision rounded", len(big)))
+        # In item order: reports, odd values, and each key's first number (its tag and column).
+        events = sorted([(i, phase, j) for j, (i, phase, *_) in enumerate(later)]
+                        + [(i, 1, -1) for i in odd] + [(int(g[0]), 2, -1) for g in groups.values()])
         files_dir = os.path.join(run_dir, "files")
-        columns = self.columns
         report = self.report
-        for index, row in enumerate(rows):
-            row_step = _as_int_step(row.get("_step"))
-            row_step = (index if row_step is None else row_step) + shift
-            self.last_step = row_step
-            ts = row.get("_timestamp")
-            if (type(ts) is float or type(ts) is int) and math.isfinite(ts):
-                wall = float(ts)
-            elif isinstance(row.get("_runtime"), (int, float)) and self.last_start is not None:
-                wall = self.last_start + float(row["_runtime"])
-            steps: dict[str, int] = {}  # this row's step for each step metric
-            taken: set[str] | None = None  # tags of this row, once a nested dict is flattened
-            for tag, value in row.items():
-                if tag in HIDDEN_KEYS or tag.startswith("_wandb"):
+        self._pending = {}
+        for i, phase, j in events:
+            if j >= 0:
+                _, _, kind, reason, count = later[j]
+                report.transformed(kind, reason, count)
+                continue
+            tag = keys[code[i]]
+            if phase == 2:
+                if tag not in self.columns:
+                    self.columns[tag] = []
+                    self._tag(tag)
+                continue
+            value, r = values[i], int(row[i])
+            key = step_keys[code[i]]
+            wall = float(walls[r])
+            self._row = r  # where _scalar puts what _add_value gives it
+            if shift and key == "_step":
+                report.transformed(kind_of(value), _SHIFTED)
+            if i not in parts:
+                self._add_value(tag, value, int(steps[key][r]), wall, files_dir)
+                continue
+            for sub, item, sub_key in parts[i]:
+                if sub_key is None:
+                    report.dropped(kind_of(item), "key repeated in a row after flattening nested dicts")
                     continue
-                step = self._step(tag, row, row_step, shift, carried, steps, value)
-                if type(value) is float or type(value) is int:  # the common case, kept short
-                    col = columns.get(tag)
-                    if col is None:
-                        col = columns[tag] = ([], [], [])
-                        self._tag(tag)
-                    col[0].append(step)
-                    col[1].append(wall)
-                    col[2].append(float(value))
-                    if type(value) is int and abs(value) > _MAX_FLOAT_INT:
-                        report.transformed("scalars", "integer beyond float64 precision rounded")
-                elif _is_plain_dict(value):
-                    if taken is None:
-                        taken = set(row)
-                    for sub, item in _flat_items(value, tag + "."):
-                        if sub in taken:
-                            report.dropped(kind_of(item), "key repeated in a row after flattening nested dicts")
-                            continue
-                        taken.add(sub)
-                        step = self._step(sub, row, row_step, shift, carried, steps, item)
-                        self._add_value(sub, item, step, wall, files_dir)
-                else:
-                    self._add_value(tag, value, step, wall, files_dir)
-        self.last_wall = wall
+                if shift and sub_key == "_step":
+                    report.transformed(kind_of(item), _SHIFTED)
+                self._add_value(sub, item, int(steps[sub_key][r]), wall, files_dir)
+        walls = np.asarray(walls, np.float64)
+        for c, g in groups.items():
+            r = row[g]
+            chunk = (_take(steps[step_keys[c]], r), walls[r], items.number[g])
+            self.columns[keys[c]].append(_merge(chunk, r, self._pending.pop(keys[c], None)))
+        for tag, pending in self._pending.items():
+            self.columns[tag].append(_merge(None, None, pending))
 
-    def _step(self, tag: str, row: dict[str, Any], row_step: int, shift: int, carried: dict[str, int],
-              steps: dict[str, int], value: Any) -> int:
-        """The step of metric ``tag`` in ``row``."""
-        key = self.rules.step_key(tag)
-        step = steps.get(key)
-        if step is None:
-            step = steps[key] = self._step_of(key, row, row_step, carried)
-        if shift and key == "_step":
-            self.report.transformed(kind_of(value), "step of a resumed fragment shifted to follow "
-                                    "the previous fragment")
-        return step
+    def _flatten(self, items: HistoryColumns, odd: list[int]) -> tuple[dict[int, list[Any]], dict[str, list[Any]]]:
+        """The parts of the nested dicts among items ``odd``: ``{item: [(tag, value, step key)]}``.
 
-    def _step_of(self, key: str, row: dict[str, Any], row_step: int, carried: dict[str, int]) -> int:
-        """The step, in ``row``, of the metrics whose step metric is ``key``."""
-        if key == "_step":
-            return row_step
-        value = row.get(key)
-        step = _as_int_step(value)
-        if step is None:  # not in this row: its last value (W&B's step_sync)
-            return carried.get(key, row_step)
-        if step != value:
-            self.report.transformed("scalars", f"non-integer step metric {key} rounded down")
-        carried[key] = step
-        return step
+        A part whose tag the row already has gets step key None (it is
+        dropped). Also returns, per step key, the items that need it.
+        """
+        parts: dict[int, list[tuple[str, Any, str | None]]] = {}
+        users: dict[str, list[Any]] = {}
+        taken: dict[int, set[str]] = {}
+        keys, code, row = items.keys, items.code, items.row
+        for i in odd:
+            value = items.values[i]
+            if not _is_plain_dict(value):
+                continue
+            r = int(row[i])
+            seen = taken.get(r)
+            if seen is None:
+                lo, hi = np.searchsorted(row, [r, r + 1]).tolist()
+                seen = taken[r] = {keys[c] for c in code[lo:hi].tolist()}
+            out = parts[i] = []
+            for sub, item in _flat_items(value, keys[code[i]] + "."):
+                if sub in seen:
+                    out.append((sub, item, None))
+                    continue
+                seen.add(sub)
+                key = self.rules.step_key(sub)
+                out.append((sub, item, key))
+                users.setdefault(key, []).append(np.array([i]))
+        return parts, users
+
+    def _row_steps(self, items: HistoryColumns) -> tuple[Any, int]:
+        """Each row's step (``_step``, else its index, plus the shift) and the shift."""
+        n = items.rows
+        col = items.numbers("_step")
+        if col is not None:
+            present, value = col
+            valid = present & np.isfinite(value)
+            if not (np.abs(value[valid]) < _MAX_FLOAT_INT).all():
+                col = None
+        if col is None:  # odd _step values: as a row-by-row pass computes them
+            found = [_as_int_step(v) for v in items.column("_step")]
+            first = found[0]
+            shift = self._shift(first)
+            return [(i if s is None else s) + shift for i, s in enumerate(found)], shift
+        step = np.floor(np.where(valid, value, 0)).astype(np.int64)
+        shift = self._shift(int(step[0]) if valid[0] else None)
+        return np.where(valid, step, np.arange(n)) + shift, shift
+
+    def _shift(self, first: int | None) -> int:
+        """How far a resumed fragment's steps move to follow the previous fragment's."""
+        if first is not None and self.last_step is not None and first <= self.last_step:
+            return self.last_step + 1 - first
+        return 0
+
+    def _walls(self, items: HistoryColumns, wall: float) -> Any:
+        """Each row's wall time: ``_timestamp``, else start + ``_runtime``, else the previous row's."""
+        ts, rt = items.numbers("_timestamp"), items.numbers("_runtime")
+        if ts is None or rt is None:  # odd values: as a row-by-row pass computes them
+            out = []
+            for t, r in zip(items.column("_timestamp"), items.column("_runtime")):
+                if (type(t) is float or type(t) is int) and math.isfinite(t):
+                    wall = float(t)
+                elif isinstance(r, (int, float)) and self.last_start is not None:
+                    wall = self.last_start + float(r)
+                out.append(wall)
+            return out
+        ok_ts = ts[0] & np.isfinite(ts[1])
+        defined = ok_ts | (rt[0] if self.last_start is not None else False)
+        value = np.where(ok_ts, ts[1], (self.last_start or 0.0) + rt[1])
+        at = np.maximum.accumulate(np.where(defined, np.arange(items.rows), -1))
+        return np.where(at >= 0, value[np.maximum(at, 0)], wall)
+
+    def _metric_steps(self, items: HistoryColumns, key: str, rows: np.ndarray, row_step: Any) -> tuple[Any, Any]:
+        """Steps of the metrics whose step metric is ``key``, at ``rows`` (the rows that use it).
+
+        A row without a usable value takes the last one of an earlier such
+        row (W&B's step_sync), else its own step. Also returns the rows whose
+        value was rounded down.
+        """
+        col = items.numbers(key) if isinstance(row_step, np.ndarray) else None
+        if col is not None:
+            out = np.zeros(items.rows, np.int64)
+            present, value = col
+            value = value[rows]
+            valid = present[rows] & np.isfinite(value)
+            if (np.abs(value[valid]) < _MAX_FLOAT_INT).all():
+                floor = np.floor(np.where(valid, value, 0))
+                at = np.maximum.accumulate(np.where(valid, np.arange(len(rows)), -1))
+                own = row_step[rows]
+                out[rows] = np.where(at >= 0, floor.astype(np.int64)[np.maximum(at, 0)], own)
+                return out, rows[valid & (floor != value)]
+        out = [0] * items.rows  # Python ints: a step beyond int64 fails only where a scalar uses it
+        carried = None
+        rounded = []
+        column = items.column(key)
+        for r in rows.tolist():
+            value = column[r]
+            step = _as_int_step(value)
+            if step is None:
+                step = row_step[r] if carried is None else carried
+            else:
+                if step != value:
+                    rounded.append(r)
+                carried = step
+            out[r] = step
+        return out, rounded
 
     def _tag(self, key: str) -> str:
         """The TensorBoard tag of W&B key ``key``, fixed when the key is first seen."""
@@ -352,13 +512,10 @@ class RunBuilder:
             report.dropped("tensors", f"{type(value).__name__} value (no TensorBoard kind)")
 
     def _scalar(self, tag: str, step: int, wall: float, value: float) -> None:
-        col = self.columns.get(tag)
-        if col is None:
-            col = self.columns[tag] = ([], [], [])
+        if tag not in self.columns:
+            self.columns[tag] = []
             self._tag(tag)
-        col[0].append(step)
-        col[1].append(wall)
-        col[2].append(value)
+        self._pending.setdefault(tag, []).append((self._row, step, wall, value))
 
     # --- files ---------------------------------------------------------------------
     def add_files(self, run_dir: str) -> None:

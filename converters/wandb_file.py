@@ -3,12 +3,18 @@
 An offline W&B run keeps everything it logged in ``run-<id>.wandb``
 (TRACKERS.md §1b). Its blocks and chunks are split into records by
 :mod:`tbx.converters.wandb_framing`; every record is a serialized
-``wandb_internal.Record``, decoded here with the protobuf classes of the
-installed wandb SDK (imported only when needed). History and summary records
-of the common shape skip protobuf and go through the fast path of
-:mod:`tbx.converters.wandb_fastpath`; the rest, and every other kind of
-record, go through protobuf. Damage is counted in :class:`LogStats`, or
-raised with ``lenient=False`` (see :mod:`tbx.converters.wandb_framing`).
+``wandb_internal.Record``. History and summary records of the common shape
+skip protobuf and go through the fast path of
+:mod:`tbx.converters.wandb_fastpath`; the rest go through protobuf. Damage is
+counted in :class:`LogStats`, or raised with ``lenient=False`` (see
+:mod:`tbx.converters.wandb_framing`).
+
+:func:`iter_records` gives every record as the installed wandb SDK's
+``Record``. The readers of runs (:func:`read_log`, :func:`read_history`,
+:func:`read_run_record`) decode with message classes of their own instead
+(:func:`schema`): the part of ``wandb_internal.proto`` they read, with W&B's
+field numbers, so that reading a run does not import the wandb SDK (most of
+a second) and works without it.
 
 A record's kind is found by its field number wherever the oneof sits, so a
 record whose leading fields come first (wandb-core writes ``_info`` before
@@ -19,15 +25,19 @@ while another run is open in the process) is decoded like any other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import operator
 import os
+import types
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from tbx.converters.wandb_fastpath import (
-    FIELD_HISTORY, FIELD_SUMMARY, NEST, fast_rows, joined_field, record_fields,
+    FIELD_HISTORY, FIELD_SUMMARY, NEST, Items, decode_values, fast_items, fast_rows, record_fields,
 )
 from tbx.converters.wandb_framing import (
     HEADER, MAGIC, LogFormatError, LogStats, PathLike, Records, frame, in_order, load, read_file,
@@ -38,8 +48,8 @@ from tbx.errors import DataLossError
 _SKIPPED_FIELDS = frozenset({4, 7, 11, 13})
 
 __all__ = [
-    "HEADER", "MAGIC", "LogFormatError", "LogStats", "RunLog", "iter_records", "read_history", "read_log",
-    "read_run_record", "proto",
+    "HEADER", "MAGIC", "HistoryColumns", "LogFormatError", "LogStats", "RunLog", "iter_records", "read_history",
+    "read_log", "read_run_record", "proto", "schema",
 ]
 
 
@@ -51,6 +61,80 @@ def proto() -> Any:
         raise ImportError(
             "reading .wandb files needs the wandb SDK's protobuf classes: pip install wandb") from exc
     return wandb_internal_pb2
+
+
+# The messages schema() declares: name -> fields (name, number, type, label or oneof, message or enum type).
+_STRING, _BOOL, _INT32, _INT64, _SINT64, _DOUBLE, _MESSAGE, _ENUM = "string", "bool", "int32", "int64", "sint64", \
+    "double", "message", "enum"
+_MESSAGES: dict[str, list[tuple[str, int, str, str, str]]] = {
+    "Timestamp": [("seconds", 1, _INT64, "", ""), ("nanos", 2, _INT32, "", "")],
+    "HistoryStep": [("num", 1, _INT64, "", "")],
+    "HistoryItem": [
+        ("key", 1, _STRING, "", ""), ("nested_key", 2, _STRING, "repeated", ""),
+        ("none", 3, _ENUM, "value", "NullValue"), ("boolean", 4, _BOOL, "value", ""),
+        ("integer", 5, _SINT64, "value", ""), ("number", 6, _DOUBLE, "value", ""),
+        ("text", 7, _STRING, "value", ""), ("json", 8, _STRING, "value", ""), ("value_json", 16, _STRING, "", "")],
+    "HistoryRecord": [("item", 1, _MESSAGE, "repeated", "HistoryItem"), ("step", 2, _MESSAGE, "", "HistoryStep")],
+    "SummaryItem": [("key", 1, _STRING, "", ""), ("nested_key", 2, _STRING, "repeated", ""),
+                    ("value_json", 16, _STRING, "", "")],
+    "SummaryRecord": [("update", 1, _MESSAGE, "repeated", "SummaryItem"),
+                      ("remove", 2, _MESSAGE, "repeated", "SummaryItem")],
+    "ConfigItem": [("key", 1, _STRING, "", ""), ("nested_key", 2, _STRING, "repeated", ""),
+                   ("value_json", 16, _STRING, "", "")],
+    "ConfigRecord": [("update", 1, _MESSAGE, "repeated", "ConfigItem"),
+                     ("remove", 2, _MESSAGE, "repeated", "ConfigItem")],
+    "FilesItem": [("path", 1, _STRING, "", "")],
+    "FilesRecord": [("files", 1, _MESSAGE, "repeated", "FilesItem")],
+    "MetricRecord": [("name", 1, _STRING, "", ""), ("glob_name", 2, _STRING, "", ""),
+                     ("step_metric", 4, _STRING, "", "")],
+    "RunExitRecord": [("exit_code", 1, _INT32, "", ""), ("runtime", 2, _INT32, "", "")],
+    "RunRecord": [
+        ("run_id", 1, _STRING, "", ""), ("entity", 2, _STRING, "", ""), ("project", 3, _STRING, "", ""),
+        ("config", 4, _MESSAGE, "", "ConfigRecord"), ("run_group", 6, _STRING, "", ""),
+        ("job_type", 7, _STRING, "", ""), ("display_name", 8, _STRING, "", ""), ("notes", 9, _STRING, "", ""),
+        ("tags", 10, _STRING, "repeated", ""), ("start_time", 17, _MESSAGE, "", "Timestamp"),
+        ("runtime", 20, _INT32, "", "")],
+    "Record": [
+        ("num", 1, _INT64, "", ""), ("history", 2, _MESSAGE, "record_type", "HistoryRecord"),
+        ("summary", 3, _MESSAGE, "record_type", "SummaryRecord"),
+        ("config", 5, _MESSAGE, "record_type", "ConfigRecord"), ("files", 6, _MESSAGE, "record_type", "FilesRecord"),
+        ("metric", 12, _MESSAGE, "record_type", "MetricRecord"), ("run", 17, _MESSAGE, "record_type", "RunRecord"),
+        ("exit", 18, _MESSAGE, "record_type", "RunExitRecord")],
+}
+
+
+@functools.cache
+def schema() -> Any:
+    """Message classes for the records that :func:`read_log` decodes (``schema().Record`` etc.).
+
+    A proto3 subset of ``wandb_internal.proto`` built with protobuf (which
+    tbx uses anyway): the same field numbers and types, so records parse as
+    they do with the SDK's classes (strings checked as UTF-8); the fields
+    and record kinds left out are skipped as unknown fields (a Record of
+    another kind has no ``record_type``).
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="tbx_wandb_records.proto", package="tbx_wandb", syntax="proto3")
+    file.enum_type.add(name="NullValue").value.add(name="NULL_VALUE", number=0)
+    for name, fields in _MESSAGES.items():
+        msg = file.message_type.add(name=name)
+        oneofs: list[str] = []
+        for field, number, kind, label, type_name in fields:
+            f = msg.field.add(name=field, number=number, type=getattr(fdp, "TYPE_" + kind.upper()),
+                              label=fdp.LABEL_REPEATED if label == "repeated" else fdp.LABEL_OPTIONAL)
+            if type_name:
+                f.type_name = ".tbx_wandb." + type_name
+            if label not in ("", "repeated"):
+                if label not in oneofs:
+                    oneofs.append(label)
+                    msg.oneof_decl.add(name=label)
+                f.oneof_index = oneofs.index(label)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(file.SerializeToString())
+    return types.SimpleNamespace(**{name: message_factory.GetMessageClass(pool.FindMessageTypeByName(
+        "tbx_wandb." + name)) for name in _MESSAGES})
 
 
 def _parse(pb: Any, path: str, offset: int, payload: Any, lenient: bool, stats: LogStats) -> Any:
@@ -144,10 +228,6 @@ def _items_dict(items: Any, path: str, offset: int, stats: LogStats) -> dict[str
     return out
 
 
-class _FlatRow(dict):  # type: ignore[type-arg]
-    """A fast-path row whose nested keys are still joined by :data:`NEST`."""
-
-
 def _nest(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -155,46 +235,191 @@ def _nest(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _decode_kind(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, np.ndarray], field: int,
-                 whole: bool, lenient: bool, stats: LogStats) -> list[Any]:
-    """Every record of one kind, in file order.
-
-    A fast-path record gives a dict of its items; another gives
-    ``(offset, Record)``, parsed with protobuf.
-    """
+def _history_rows(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, np.ndarray], lenient: bool,
+                  stats: LogStats) -> list[dict[str, Any]]:
+    """Every history row in file order: fast-path rows, and protobuf's where the fast path declines."""
     tag_pos, kinds = fields
-    idx = np.flatnonzero(kinds == field)
-    rows, nested, slow = fast_rows(recs, idx, tag_pos[idx], whole)
+    idx = np.flatnonzero(kinds == FIELD_HISTORY)
+    rows, nested, slow = fast_rows(recs, idx, tag_pos[idx], False)
     if any(nested):
-        wrap = _nest if field == FIELD_HISTORY else _FlatRow
-        rows = [wrap(r) if deep else r for r, deep in zip(rows, nested)]
-    view = memoryview(recs.data)
-    others = [(int(recs.offsets[i]), view[int(recs.starts[i]):int(recs.ends[i])]) for i in idx[slow].tolist()]
-    others += [(o, payload) for o, payload in recs.joined if joined_field(payload) == field]
-    if not others:
+        rows = [_nest(r) if deep else r for r, deep in zip(rows, nested)]
+    if not slow.any():
         return rows
-    parsed = sorted((o, r) for o, r in ((o, _parse(pb, path, o, p, lenient, stats)) for o, p in others)
-                    if r is not None)
-    # Merge by offset: the parsed records go between runs of fast rows.
-    at = np.searchsorted(recs.offsets[idx[~slow]], [o for o, _ in parsed]).tolist()
-    out: list[Any] = []
+    fast_before = (np.cumsum(~slow) - ~slow).tolist()
+    view = memoryview(recs.data)
+    out: list[dict[str, Any]] = []
     done = 0
-    for i, record in zip(at, parsed):
-        out.extend(rows[done:i])
-        out.append(record)
-        done = i
+    for j in np.flatnonzero(slow).tolist():
+        out.extend(rows[done:fast_before[j]])
+        done = fast_before[j]
+        i = int(idx[j])
+        offset = int(recs.offsets[i])
+        record = _parse(pb, path, offset, view[int(recs.starts[i]):int(recs.ends[i])], lenient, stats)
+        if record is not None:
+            out.append(_items_dict(record.history.item, path, offset, stats))
     out.extend(rows[done:])
     return out
 
 
-def _history_rows(pb: Any, path: str, recs: Records, fields: Any, lenient: bool,
-                  stats: LogStats) -> list[dict[str, Any]]:
-    rows = _decode_kind(pb, path, recs, fields, FIELD_HISTORY, False, lenient, stats)
-    for i, row in enumerate(rows):
-        if isinstance(row, tuple):
-            offset, record = row
-            rows[i] = _items_dict(record.history.item, path, offset, stats)
-    return rows
+_NUMBER = frozenset({float, int})
+# First bytes of a JSON value: 1 for a number (int, float, NaN, ±Infinity), 0 for anything else,
+# 2 for whitespace (the type decides).
+_FIRST_BYTE = np.zeros(256, np.uint8)
+_FIRST_BYTE[list(b"-0123456789NI")] = 1
+_FIRST_BYTE[list(b" \t\n\r")] = 2
+
+
+class HistoryColumns:
+    """History rows as columns: every ``(row, key, value)`` item, in row order.
+
+    What :class:`RunLog` holds as ``columns`` (``read_log(..., columns=True)``):
+    the same rows as ``history``, without a dict per row. ``keys[code]`` is
+    an item's top-level key (a nested key's value is the nested dict, as in
+    the row), ``index`` maps keys to codes; ``numeric`` marks int and float
+    values (not booleans), ``number`` holds them as float64.
+    """
+
+    def __init__(self, rows: int, keys: list[str], row: np.ndarray, code: np.ndarray, values: list[Any],
+                 kind: np.ndarray | None = None) -> None:
+        """``kind`` per value, if known: 1 a number, 0 not, 2 unknown (see ``_FIRST_BYTE``)."""
+        self.rows, self.keys, self.row, self.code, self.values = rows, keys, row, code, values
+        self.index = {k: i for i, k in enumerate(keys)}
+        if kind is None:
+            kind = np.full(len(values), 2, np.uint8)
+        numeric = kind == 1
+        unsure = np.flatnonzero(kind == 2)
+        if len(unsure) == len(values):
+            numeric = np.fromiter(map(_NUMBER.__contains__, map(type, values)), bool, len(values))
+        elif len(unsure):
+            numeric[unsure] = [type(values[i]) in _NUMBER for i in unsure.tolist()]
+        if numeric.all():
+            try:
+                self.numeric, self.number = numeric, np.array(values, np.float64)
+                return
+            except OverflowError:  # an int beyond float64: not a number here (converting it fails later)
+                pass
+        self.numeric = numeric.copy()
+        self.number = np.full(len(values), np.nan)
+        for i in np.flatnonzero(numeric).tolist():
+            try:
+                self.number[i] = values[i]
+            except OverflowError:
+                self.numeric[i] = False
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> HistoryColumns:
+        lens = np.fromiter(map(len, rows), np.int64, len(rows))
+        names = list(chain.from_iterable(rows))
+        codes = dict.fromkeys(names, 0)
+        for i, key in enumerate(codes):
+            codes[key] = i
+        values = list(chain.from_iterable(map(dict.values, rows)))
+        return cls(len(rows), list(codes), np.repeat(np.arange(len(rows)), lens),
+                   np.fromiter(map(codes.__getitem__, names), np.int64, len(names)), values)
+
+    def column(self, key: str) -> list[Any]:
+        """Each row's value of ``key`` (None where absent), as ``row.get(key)``."""
+        out: list[Any] = [None] * self.rows
+        c = self.index.get(key)
+        if c is not None:
+            at = np.flatnonzero(self.code == c)
+            for r, i in zip(self.row[at].tolist(), at.tolist()):
+                out[r] = self.values[i]
+        return out
+
+    def numbers(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(present, value)`` per row for ``key``, or None if one of its values is not a number."""
+        present = np.zeros(self.rows, bool)
+        value = np.zeros(self.rows)
+        c = self.index.get(key)
+        if c is not None:
+            at = np.flatnonzero(self.code == c)
+            if not self.numeric[at].all():
+                return None
+            present[self.row[at]] = True
+            value[self.row[at]] = self.number[at]
+        return present, value
+
+
+def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, np.ndarray], lenient: bool,
+                     stats: LogStats) -> HistoryColumns:
+    """The rows of :func:`_history_rows` as columns, made without a dict per row.
+
+    The fast path's records of flat, distinct keys give their items as they
+    are; a record with a nested key or a key twice becomes its row dict
+    first, as does a record that protobuf decodes.
+    """
+    tag_pos, kinds = fields
+    idx = np.flatnonzero(kinds == FIELD_HISTORY)
+    items = fast_items(recs, idx, tag_pos[idx], False)
+    values = decode_values(recs, items)
+    if values is None:  # a value is not JSON: every record goes to protobuf, which reports it
+        none = np.empty(0, np.int64)
+        items, values = Items(np.ones(len(idx), bool), none, none, [], none, none), []
+    codes: dict[str, int] = {}
+    top = np.array([codes.setdefault(p[0], len(codes)) for p in items.paths], np.int64)
+    deep = np.array([len(p) > 1 for p in items.paths], bool)
+    rec, code = items.rec, top[items.pid]
+    built = np.zeros(len(idx), bool)  # fast records whose row is made as a dict
+    built[rec[deep[items.pid]]] = True
+    built |= _repeats_a_key(rec, code, len(idx))
+    # The rows made as dicts, by record; a record protobuf cannot decode has none.
+    made: dict[int, dict[str, Any]] = {}
+    bounds = np.searchsorted(rec, np.arange(len(idx) + 1)).tolist()
+    view = memoryview(recs.data)
+    for j in np.flatnonzero(items.slow | built).tolist():
+        if built[j]:
+            made[j] = {}
+            for i in range(bounds[j], bounds[j + 1]):
+                set_path(made[j], list(items.paths[items.pid[i]]), values[i])
+            continue
+        i = int(idx[j])
+        offset = int(recs.offsets[i])
+        record = _parse(pb, path, offset, view[int(recs.starts[i]):int(recs.ends[i])], lenient, stats)
+        if record is not None:
+            made[j] = _items_dict(record.history.item, path, offset, stats)
+    has_row = ~items.slow
+    has_row[list(made)] = True
+    row_of = np.cumsum(has_row) - 1
+    kind = _FIRST_BYTE[np.frombuffer(recs.data, np.uint8)[items.value_start]]
+    if not made:
+        return HistoryColumns(int(has_row.sum()), list(codes), row_of[rec], code, values, kind)
+    keep = np.flatnonzero(~built[rec])
+    more = [(int(row_of[j]), codes.setdefault(k, len(codes)), v) for j, row in made.items() for k, v in row.items()]
+    row = np.concatenate([row_of[rec[keep]], np.array([m[0] for m in more], np.int64)])
+    order = np.argsort(row, kind="stable")
+    return HistoryColumns(
+        int(has_row.sum()), list(codes), row[order],
+        np.concatenate([code[keep], np.array([m[1] for m in more], np.int64)])[order],
+        _pick(_pick(values, keep) + [m[2] for m in more], order),
+        np.concatenate([kind[keep], np.full(len(more), 2, np.uint8)])[order])
+
+
+def _pick(values: list[Any], at: np.ndarray) -> list[Any]:
+    """``[values[i] for i in at]``, without a Python loop."""
+    return list(operator.itemgetter(*at.tolist())(values)) if len(at) > 1 else [values[i] for i in at.tolist()]
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _repeats_a_key(rec: np.ndarray, code: np.ndarray, records: int) -> np.ndarray:
+    """Which records (0 .. records-1) hold a key code twice, for items ``rec``, ``code`` in record order."""
+    out = np.zeros(records, bool)
+    if not len(rec):
+        return out
+    if int(code.max()) >= 64:
+        width = int(code.max()) + 1
+        key = np.sort(rec * width + code)
+        out[key[1:][key[1:] == key[:-1]] // width] = True
+        return out
+    # The keys of each record as a 64-bit set: fewer keys in it than items, a key repeats.
+    starts = np.flatnonzero(np.concatenate([[True], rec[1:] != rec[:-1]]))
+    counts = np.diff(np.append(starts, len(rec)))
+    sets = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), code.astype(np.uint64)), starts)
+    distinct = _POPCOUNT[sets.view(np.uint8).reshape(-1, 8)].sum(axis=1)
+    out[rec[starts[distinct != counts]]] = True
+    return out
 
 
 def read_history(path: PathLike, lenient: bool = True, stats: LogStats | None = None) -> list[dict[str, Any]]:
@@ -204,9 +429,9 @@ def read_history(path: PathLike, lenient: bool = True, stats: LogStats | None = 
     ``_runtime``, ``_timestamp``): nested keys become nested dicts, so a
     logged image is ``{"img": {"_type": "image-file", "path": ...}}``.
     ``NaN`` and ``±Infinity`` come back as floats. Arguments and errors as in
-    :func:`iter_records`.
+    :func:`iter_records`, without the need for the wandb SDK.
     """
-    pb = proto()
+    pb = schema()
     path, recs, stats = load(path, lenient, stats)
     return _history_rows(pb, path, recs, record_fields(recs), lenient, stats)
 
@@ -220,7 +445,8 @@ class RunLog:
         run: the first RunRecord, or None.
         config: the config after every update and removal (nested dicts).
         summary: the summary after every update and removal (nested dicts).
-        history: the history rows (see :func:`read_history`).
+        history: the history rows (see :func:`read_history`); empty if read as ``columns``.
+        columns: the history rows as :class:`HistoryColumns` (``read_log(..., columns=True)``), or None.
         metrics: MetricRecords (``define_metric``), in order.
         files: paths (relative to the run's ``files/``) named by FilesRecords.
         exit: the RunExitRecord, or None while the run has not ended.
@@ -232,43 +458,35 @@ class RunLog:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    columns: HistoryColumns | None = None
     metrics: list[Any] = dataclasses.field(default_factory=list)
     files: list[str] = dataclasses.field(default_factory=list)
     exit: Any = None
     stats: LogStats = dataclasses.field(default_factory=LogStats)
 
 
-def read_log(path: PathLike, lenient: bool = True, stats: LogStats | None = None) -> RunLog:
+def read_log(path: PathLike, lenient: bool = True, stats: LogStats | None = None,
+             columns: bool = False) -> RunLog:
     """Read a ``.wandb`` file into a :class:`RunLog`.
 
     Console output, system metrics and telemetry records are skipped without
-    being decoded (their chunks are still checksummed). Arguments and errors
-    as in :func:`iter_records`.
+    being decoded (their chunks are still checksummed). ``run``, ``metrics``
+    and ``exit`` are messages of :func:`schema`. With ``columns`` the history
+    comes as :class:`HistoryColumns` (``log.columns``, faster) instead of row
+    dicts. Arguments and errors as in :func:`iter_records`, without the need
+    for the wandb SDK.
     """
-    pb = proto()
+    pb = schema()
     path, recs, stats = load(path, lenient, stats)
     log = RunLog(path=path, stats=stats)
     fields = record_fields(recs)
-    log.history = _history_rows(pb, path, recs, fields, lenient, stats)
-    for r in _decode_kind(pb, path, recs, fields, FIELD_SUMMARY, True, lenient, stats):
-        if isinstance(r, _FlatRow):
-            for key, value in r.items():
-                set_path(log.summary, key.split(NEST), value)
-        elif isinstance(r, dict):
-            log.summary.update(r)
-        else:
-            offset, record = r
-            for item in record.summary.update:
-                try:
-                    set_path(log.summary, item_path(item), item_value(item))
-                except ValueError:
-                    stats.problems.append(DataLossError(path, offset, "value json"))
-            for item in record.summary.remove:
-                remove_path(log.summary, item_path(item))
-    not_other = _SKIPPED_FIELDS | {FIELD_HISTORY, FIELD_SUMMARY}
-    other = ~np.isin(fields[1], list(not_other))
-    joined = [(o, p) for o, p in recs.joined if joined_field(p) not in not_other]
-    for offset, payload in in_order(Records(recs.data, recs.offsets, recs.starts, recs.ends, joined), other):
+    if columns:
+        log.columns = _history_columns(pb, path, recs, fields, lenient, stats)
+    else:
+        log.history = _history_rows(pb, path, recs, fields, lenient, stats)
+    _read_summary(pb, path, recs, fields, lenient, stats, log.summary)
+    other = ~np.isin(fields[1], list(_SKIPPED_FIELDS | {FIELD_HISTORY, FIELD_SUMMARY}))
+    for offset, payload in in_order(recs, other):
         r = _parse(pb, path, offset, payload, lenient, stats)
         if r is None:
             continue
@@ -288,6 +506,82 @@ def read_log(path: PathLike, lenient: bool = True, stats: LogStats | None = None
     return log
 
 
+def _read_summary(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, np.ndarray], lenient: bool,
+                  stats: LogStats, summary: dict[str, Any]) -> None:
+    """Apply every SummaryRecord to ``summary``, in file order, decoding few values.
+
+    A summary record sets keys (and, rarely, removes some); a run writes
+    one or two per history row, each repeating most keys, so only the last
+    value of each key matters. The fast path's records (see
+    :func:`~tbx.converters.wandb_fastpath.fast_items`) come in *segments* between
+    the records left to protobuf. Within a segment whose key paths are
+    prefix-free (no key is a parent of another: the usual case), setting each
+    path once, in the order paths first appear, to its last value gives
+    the same dict as every update in turn, key order included; only those
+    values are decoded, so an undecodable value that a later one replaces
+    goes unnoticed. Other segments are applied item by item.
+    """
+    tag_pos, kinds = fields
+    idx = np.flatnonzero(kinds == FIELD_SUMMARY)
+    data = recs.data
+    slow = None
+    while True:  # until every value to decode is JSON (a record whose value is not goes to protobuf)
+        items = fast_items(recs, idx, tag_pos[idx], True, slow)
+        slow, rec, pid, path_of = items.slow, items.rec, items.pid, items.paths
+        # Segment of each item: how many records left to protobuf come before its record.
+        seg = np.cumsum(slow)[rec]
+        bounds = np.searchsorted(seg, np.arange(int(slow.sum()) + 2)).tolist()
+        plan: list[list[tuple[tuple[str, ...], int]]] = []  # per segment: (path, item) to set, in order
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            plan.append(_segment_plan(pid[lo:hi], path_of, lo))
+        value_start, value_end = items.value_start, items.value_end
+        values: dict[int, Any] = {}
+        undecodable = []
+        for ops in plan:
+            for _, i in ops:
+                try:
+                    values[i] = json.loads(data[value_start[i]:value_end[i]])
+                except ValueError:
+                    undecodable.append(i)
+        if undecodable:
+            slow[rec[undecodable]] = True
+            continue
+        break
+    view = memoryview(data)
+    for segment, ops in enumerate(plan):
+        if segment:
+            i = int(idx[np.flatnonzero(slow)[segment - 1]])
+            offset = int(recs.offsets[i])
+            record = _parse(pb, path, offset, view[int(recs.starts[i]):int(recs.ends[i])], lenient, stats)
+            if record is not None:
+                for item in record.summary.update:
+                    try:
+                        set_path(summary, item_path(item), item_value(item))
+                    except ValueError:
+                        stats.problems.append(DataLossError(path, offset, "value json"))
+                for item in record.summary.remove:
+                    remove_path(summary, item_path(item))
+        for key, i in ops:
+            set_path(summary, list(key), values[i])
+
+
+def _segment_plan(pid: np.ndarray, path_of: list[tuple[str, ...]], base: int) -> list[tuple[tuple[str, ...], int]]:
+    """``(path, item)`` to set for one segment of items with path ids ``pid`` (item = base + index)."""
+    if not len(pid):
+        return []
+    order = np.argsort(pid.astype(np.int16) if len(path_of) < 2 ** 15 else pid, kind="stable")
+    sorted_ids = pid[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_ids[1:] != sorted_ids[:-1]]))
+    ends = np.append(starts[1:], len(pid))
+    firsts, lasts = order[starts], order[ends - 1]
+    used = [path_of[p] for p in sorted_ids[starts].tolist()]
+    parents = {p[:k] for p in used for k in range(1, len(p))}
+    if parents.isdisjoint(used):
+        by_first = np.argsort(firsts)
+        return [(used[j], base + int(lasts[j])) for j in by_first.tolist()]
+    return [(path_of[p], base + i) for i, p in enumerate(pid.tolist())]
+
+
 def _apply_config(config: dict[str, Any], updates: Any, removes: Any, path: str, offset: int,
                   stats: LogStats) -> None:
     for item in updates:
@@ -300,12 +594,12 @@ def _apply_config(config: dict[str, Any], updates: Any, removes: Any, path: str,
 
 
 def read_run_record(path: PathLike, limit: int = 1 << 20) -> Any:
-    """The RunRecord of a ``.wandb`` file, reading at most ``limit`` bytes (None if absent there).
+    """The RunRecord (of :func:`schema`) of a ``.wandb`` file, reading at most ``limit`` bytes (None if absent there).
 
     Used to list runs cheaply: wandb-core writes the run record right after
     the header record.
     """
-    pb = proto()
+    pb = schema()
     path = os.fspath(path)
     recs = frame(read_file(path, limit), path, True, LogStats())
     for offset, payload in in_order(recs):

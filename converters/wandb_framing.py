@@ -21,7 +21,9 @@ end of a run still being written. With ``lenient=False`` damage raises
 
 Framing walks all blocks of a file at once with numpy and checks every
 checksum with one ``map`` of ``zlib.crc32``; the records stay slices of the
-file's bytes (:class:`Records`) until a decoder needs them.
+file's bytes (:class:`Records`) until a decoder needs them. A record split
+over chunks is joined once and appended to those bytes, so that every record
+is a slice of one buffer and the fast paths treat all records alike.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ HEADER = MAGIC + struct.pack("<HB", IDENT, VERSION)
 BLOCK_SIZE = 32 * 1024
 CHUNK_HEADER_SIZE = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+PAD = 16
 
 _CRC_OF_TYPE = [zlib.crc32(bytes([t])) for t in range(256)]
 
@@ -81,8 +84,8 @@ class LogStats:
 
 
 
-def _check_header(path: str, data: bytes) -> None:
-    head = data[:len(HEADER)]
+def _check_header(path: str, data: bytes | bytearray) -> None:
+    head = bytes(data[:len(HEADER)])
     if len(head) < len(HEADER) or head[:4] != MAGIC:
         raise LogFormatError(
             f"{path} is not a W&B transaction log: it starts with {head!r}, expected {HEADER!r} "
@@ -94,23 +97,35 @@ def _check_header(path: str, data: bytes) -> None:
             f"this reader supports magic 0x{IDENT:X} version {VERSION}")
 
 
-def read_file(path: str, limit: int = -1) -> bytes:
-    """The first ``limit`` bytes of ``path`` (all: -1), once the header says it is a log we read."""
+def read_file(path: str, limit: int = -1) -> bytearray:
+    """The first ``limit`` bytes of ``path`` (all: -1), once the header says it is a log we read.
+
+    A bytearray, so that :func:`frame` can append the records it joins
+    without copying the file.
+    """
     with open(path, "rb") as f:
-        data = f.read(limit)
+        size = os.fstat(f.fileno()).st_size
+        data = bytearray(size if limit < 0 else min(size, limit))
+        n = f.readinto(data)
+    del data[n:]  # the file shrank while being read
     _check_header(path, data)
     return data
 
 
 @dataclasses.dataclass
 class Records:
-    """The records of one file: single-chunk ones as slices of ``data``, others joined."""
+    """The records of one file in file order, each a slice ``data[starts[i]:ends[i]]``.
 
-    data: bytes
-    offsets: np.ndarray  # file offset of each single-chunk record's header
-    starts: np.ndarray  # payload start in data
-    ends: np.ndarray  # payload end in data
-    joined: list[tuple[int, bytes]]  # (offset, payload) of records split over chunks
+    ``data`` is the file's bytes, then the records that were split over
+    chunks, joined, then :data:`PAD` zero bytes (so that a fast path may read
+    a few bytes past any record); ``offsets`` are file offsets of each
+    record's first chunk.
+    """
+
+    data: bytearray
+    offsets: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
 
 
 def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
@@ -167,8 +182,8 @@ def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
     return off[order], np.concatenate(lengths)[order], np.concatenate(types)[order], stops
 
 
-def frame(data: bytes, path: str, lenient: bool, stats: LogStats) -> Records:
-    """Split a whole file into records, checking every chunk's checksum."""
+def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records:
+    """Split a whole file into records, checking every chunk's checksum (``data`` grows, see :class:`Records`)."""
     a = np.frombuffer(data, np.uint8)
     off, length, kind, stops = _walk_blocks(a)
     start = off + CHUNK_HEADER_SIZE
@@ -224,11 +239,11 @@ def frame(data: bytes, path: str, lenient: bool, stats: LogStats) -> Records:
             orphan(pending[0])
             pending = None
         if k == FIRST:
-            pending = (o, [view[int(start[i]):int(stop[i])]])
+            pending = (o, [data[int(start[i]):int(stop[i])]])
         elif pending is None:
             orphan(o)
         else:
-            pending[1].append(view[int(start[i]):int(stop[i])])
+            pending[1].append(data[int(start[i]):int(stop[i])])
             if k == LAST:
                 joined.append((pending[0], b"".join(pending[1])))
                 pending = None
@@ -246,9 +261,22 @@ def frame(data: bytes, path: str, lenient: bool, stats: LogStats) -> Records:
         truncated_from = cut if truncated_from is None else min(truncated_from, cut)
     if truncated_from is not None:
         stats.truncated_bytes += len(data) - truncated_from
-    records = Records(data, off[single], start[single], stop[single], joined)
-    stats.records += len(records.offsets) + len(joined)
-    return records
+    offsets, starts, ends = off[single], start[single], stop[single]
+    view.release()
+    del a  # no views of data are left: it can grow
+    if joined:
+        at = len(data)
+        data += b"".join(payload for _, payload in joined)
+        sizes = np.array([len(payload) for _, payload in joined], np.int64)
+        j_ends = at + np.cumsum(sizes)
+        offsets = np.concatenate([offsets, np.array([o for o, _ in joined], np.int64)])
+        starts = np.concatenate([starts, j_ends - sizes])
+        ends = np.concatenate([ends, j_ends])
+        order = np.argsort(offsets, kind="stable")
+        offsets, starts, ends = offsets[order], starts[order], ends[order]
+    data += bytes(PAD)
+    stats.records += len(offsets)
+    return Records(data, offsets, starts, ends)
 
 
 def _adjacent(stop: int, offset: int) -> bool:
@@ -266,17 +294,9 @@ def load(path: PathLike, lenient: bool, stats: LogStats | None) -> tuple[str, Re
     return path, frame(read_file(path), path, lenient, stats), stats
 
 
-def in_order(recs: Records, mask: np.ndarray | None = None) -> Iterator[tuple[int, Any]]:
-    """``(offset, payload)`` of records (single-chunk ones filtered by ``mask``) in file order."""
+def in_order(recs: Records, mask: np.ndarray | None = None) -> Iterator[tuple[int, memoryview]]:
+    """``(offset, payload)`` of records (those of ``mask`` if given) in file order."""
     view = memoryview(recs.data)
     idx = np.arange(len(recs.offsets)) if mask is None else np.flatnonzero(mask)
-    offsets = recs.offsets[idx].tolist()
-    starts, ends = recs.starts[idx].tolist(), recs.ends[idx].tolist()
-    j = 0
-    joined = recs.joined
-    for o, s, e in zip(offsets, starts, ends):
-        while j < len(joined) and joined[j][0] < o:
-            yield joined[j]
-            j += 1
+    for o, s, e in zip(recs.offsets[idx].tolist(), recs.starts[idx].tolist(), recs.ends[idx].tolist()):
         yield o, view[s:e]
-    yield from joined[j:]

@@ -157,7 +157,7 @@ class WandbOfflineSource(Source):
         builder = RunBuilder(data, report)
         config: dict[str, Any] = {}
         for frag in frags:
-            log = read_log(frag.path, lenient=not self.strict)
+            log = read_log(frag.path, lenient=not self.strict, columns=True)
             _report_damage(os.path.basename(frag.path), log.stats, report)
             builder.add_meta(log)
             config.update(log.config)

@@ -3,8 +3,8 @@
  *
  * Kept deliberately small: masked CRC32C (hardware instructions when the CPU
  * has them, chosen at import; a slicing-by-8 table otherwise), TFRecord
- * framing of one payload or many, encoding a whole framed scalar Event
- * without building a protobuf object, and the two reader kernels (splitting a
+ * framing of one payload or many, encoding whole framed scalar Events
+ * without building protobuf objects, and the two reader kernels (splitting a
  * buffer into records, decoding scalar points). tbx/_pure.py is its twin and
  * must produce byte-identical results; tbx/_native.pyi documents the contract.
  */
@@ -350,6 +350,106 @@ static inline uint8_t *put_float(uint8_t *p, float f)
     return p + 4;
 }
 
+/* The parts of a scalar point that vary: the Event's size depends on them. */
+typedef struct {
+    const char *tag;
+    size_t tag_len;
+    int has_md;
+    const uint8_t *md; /* serialized SummaryMetadata */
+    size_t md_len;
+    int legacy;
+} scalar_form;
+
+/* Size of the framed Event of one point. */
+static size_t scalar_record_size(const scalar_form *f, int with_md, long long step, uint64_t wall_bits,
+                                 size_t *value_len, size_t *summary_len)
+{
+    size_t v = 0;
+    if (f->tag_len) v += 1 + varint_size((uint64_t)f->tag_len) + f->tag_len;
+    v += f->legacy ? 5 : 12;
+    if (with_md) v += 1 + varint_size((uint64_t)f->md_len) + f->md_len;
+    size_t s = 1 + varint_size(v) + v;
+    *value_len = v;
+    *summary_len = s;
+    return 16 + (wall_bits ? 9 : 0) + (step ? 1 + varint_size((uint64_t)step) : 0) + 1 + varint_size(s) + s;
+}
+
+/* Write one framed Event{wall_time, step, summary{value{tag, simple_value | tensor, metadata}}} at rec;
+ * returns its size. */
+static size_t put_scalar(uint8_t *rec, const scalar_form *f, int with_md, double value, long long step,
+                         double wall_time)
+{
+    uint64_t wall_bits;
+    memcpy(&wall_bits, &wall_time, 8);
+    size_t value_len, summary_len;
+    size_t size = scalar_record_size(f, with_md, step, wall_bits, &value_len, &summary_len);
+    uint8_t *p = rec + 12;
+    if (wall_bits) {
+        *p++ = 0x09;
+        store_le64(p, wall_bits);
+        p += 8;
+    }
+    if (step) {
+        *p++ = 0x10;
+        p = put_varint(p, (uint64_t)step);
+    }
+    *p++ = 0x2a;
+    p = put_varint(p, summary_len);
+    *p++ = 0x0a;
+    p = put_varint(p, value_len);
+    if (f->tag_len) {
+        *p++ = 0x0a;
+        p = put_varint(p, (uint64_t)f->tag_len);
+        memcpy(p, f->tag, f->tag_len);
+        p += f->tag_len;
+    }
+    if (f->legacy) {
+        *p++ = 0x15;
+        p = put_float(p, (float)value);
+    } else {
+        static const uint8_t tensor_head[] = {0x42, 0x0a, 0x08, 0x01, 0x12, 0x00, 0x2a, 0x04};
+        memcpy(p, tensor_head, sizeof tensor_head);
+        p = put_float(p + sizeof tensor_head, (float)value);
+    }
+    if (with_md) {
+        *p++ = 0x4a;
+        p = put_varint(p, (uint64_t)f->md_len);
+        memcpy(p, f->md, f->md_len);
+        p += f->md_len;
+    }
+    store_le64(rec, (uint64_t)(size - 16));
+    store_le32(rec + 8, masked_crc32c_buf(rec, 8));
+    store_le32(p, masked_crc32c_buf(rec + 12, size - 16));
+    return size;
+}
+
+/* The tag, metadata and legacy arguments of both encoders; md is released by the caller when held. */
+static int scalar_form_args(PyObject *tag, PyObject *metadata, PyObject *legacy, scalar_form *f, Py_buffer *md)
+{
+    if (!PyUnicode_Check(tag)) {
+        PyErr_Format(PyExc_TypeError, "tag must be str, got %.100s", Py_TYPE(tag)->tp_name);
+        return -1;
+    }
+    Py_ssize_t tag_len;
+    f->tag = PyUnicode_AsUTF8AndSize(tag, &tag_len);
+    if (!f->tag) return -1;
+    f->tag_len = (size_t)tag_len;
+    f->legacy = PyObject_IsTrue(legacy);
+    if (f->legacy < 0) return -1;
+    f->has_md = metadata != Py_None;
+    f->md = NULL;
+    f->md_len = 0;
+    if (f->has_md) {
+        if (PyObject_GetBuffer(metadata, md, PyBUF_SIMPLE) < 0) {
+            f->has_md = 0;
+            return -1;
+        }
+        f->md = md->buf;
+        f->md_len = (size_t)md->len;
+    }
+    return 0;
+}
+
 /* encode_scalar(tag, value, step, wall_time, metadata, legacy) -> framed Event */
 static PyObject *py_encode_scalar(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -362,9 +462,6 @@ static PyObject *py_encode_scalar(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_Format(PyExc_TypeError, "tag must be str, got %.100s", Py_TYPE(args[0])->tp_name);
         return NULL;
     }
-    Py_ssize_t tag_len;
-    const char *tag = PyUnicode_AsUTF8AndSize(args[0], &tag_len);
-    if (!tag) return NULL;
     if (PyUnicode_Check(args[1]) || PyBytes_Check(args[1]) || PyByteArray_Check(args[1])) {
         PyErr_Format(PyExc_TypeError, "value must be a real number, got %.100s", Py_TYPE(args[1])->tp_name);
         return NULL;
@@ -375,65 +472,88 @@ static PyObject *py_encode_scalar(PyObject *self, PyObject *const *args, Py_ssiz
     if (step == -1 && PyErr_Occurred()) return NULL;
     double wall_time = PyFloat_AsDouble(args[3]);
     if (wall_time == -1.0 && PyErr_Occurred()) return NULL;
-    int legacy = PyObject_IsTrue(args[5]);
-    if (legacy < 0) return NULL;
+    scalar_form f;
     Py_buffer md = {0};
-    int has_md = args[4] != Py_None;
-    if (has_md && PyObject_GetBuffer(args[4], &md, PyBUF_SIMPLE) < 0) return NULL;
-
-    /* Summary.Value: tag(1), simple_value(2) | tensor(8), metadata(9) */
-    size_t value_len = 0;
-    if (tag_len) value_len += 1 + varint_size((uint64_t)tag_len) + (size_t)tag_len;
-    value_len += legacy ? 5 : 12;
-    if (has_md) value_len += 1 + varint_size((uint64_t)md.len) + (size_t)md.len;
-    size_t summary_len = 1 + varint_size(value_len) + value_len;
+    if (scalar_form_args(args[0], args[4], args[5], &f, &md) < 0) return NULL;
     uint64_t wall_bits;
     memcpy(&wall_bits, &wall_time, 8);
-    size_t event_len = (wall_bits ? 9 : 0) + (step ? 1 + varint_size((uint64_t)step) : 0) +
-                       1 + varint_size(summary_len) + summary_len;
+    size_t value_len, summary_len;
+    size_t size = scalar_record_size(&f, f.has_md, step, wall_bits, &value_len, &summary_len);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (out) put_scalar((uint8_t *)PyBytes_AS_STRING(out), &f, f.has_md, value, step, wall_time);
+    if (f.has_md) PyBuffer_Release(&md);
+    return out;
+}
 
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(event_len + 16));
-    if (out) {
-        uint8_t *rec = (uint8_t *)PyBytes_AS_STRING(out);
-        uint8_t *p = rec + 12;
-        if (wall_bits) {
-            *p++ = 0x09;
-            store_le64(p, wall_bits);
-            p += 8;
-        }
-        if (step) {
-            *p++ = 0x10;
-            p = put_varint(p, (uint64_t)step);
-        }
-        *p++ = 0x2a;
-        p = put_varint(p, summary_len);
-        *p++ = 0x0a;
-        p = put_varint(p, value_len);
-        if (tag_len) {
-            *p++ = 0x0a;
-            p = put_varint(p, (uint64_t)tag_len);
-            memcpy(p, tag, (size_t)tag_len);
-            p += tag_len;
-        }
-        if (legacy) {
-            *p++ = 0x15;
-            p = put_float(p, (float)value);
-        } else {
-            static const uint8_t tensor_head[] = {0x42, 0x0a, 0x08, 0x01, 0x12, 0x00, 0x2a, 0x04};
-            memcpy(p, tensor_head, sizeof tensor_head);
-            p = put_float(p + sizeof tensor_head, (float)value);
-        }
-        if (has_md) {
-            *p++ = 0x4a;
-            p = put_varint(p, (uint64_t)md.len);
-            memcpy(p, md.buf, (size_t)md.len);
-            p += md.len;
-        }
-        store_le64(rec, (uint64_t)event_len);
-        store_le32(rec + 8, masked_crc32c_buf(rec, 8));
-        store_le32(p, masked_crc32c_buf(rec + 12, event_len));
+/* A column argument of encode_scalars: a C-contiguous buffer of 8-byte items of the given kind
+ * ('d': float64, 'q': int64), native byte order. */
+static int column_arg(PyObject *obj, Py_buffer *view, char kind, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_STRIDES) < 0) return -1;
+    const char *fmt = view->format ? view->format : "B";
+    int little = 1;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    little = 0;
+#endif
+    if (*fmt == '@' || *fmt == '=' || (*fmt == '<' && little)) fmt++;
+    int ok = PyBuffer_IsContiguous(view, 'C') && view->itemsize == 8 && fmt[1] == '\0' &&
+             (kind == 'd' ? fmt[0] == 'd' : (fmt[0] == 'q' || (fmt[0] == 'l' && sizeof(long) == 8)));
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous buffer of %s, got format '%s' (item size %zd)",
+                     name, kind == 'd' ? "float64" : "int64", view->format ? view->format : "B",
+                     view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
     }
-    if (has_md) PyBuffer_Release(&md);
+    return 0;
+}
+
+/* encode_scalars(tag, values, steps, wall_times, metadata, legacy) -> framed Events of every point */
+static PyObject *py_encode_scalars(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_scalars(tag, values, steps, wall_times, metadata, legacy) takes 6 arguments");
+        return NULL;
+    }
+    Py_buffer cols[3] = {{0}};
+    Py_buffer md = {0};
+    scalar_form f = {0};
+    int got = 0;
+    PyObject *out = NULL;
+    static const char kinds[3] = {'d', 'q', 'd'};
+    static const char *names[3] = {"values", "steps", "wall_times"};
+    for (; got < 3; got++)
+        if (column_arg(args[1 + got], &cols[got], kinds[got], names[got]) < 0) goto done;
+    Py_ssize_t n = cols[0].len / 8;
+    if (cols[1].len / 8 != n || cols[2].len / 8 != n) {
+        PyErr_Format(PyExc_ValueError, "encode_scalars: values, steps and wall_times differ in length (%zd, %zd, %zd)",
+                     n, cols[1].len / 8, cols[2].len / 8);
+        goto done;
+    }
+    if (scalar_form_args(args[0], args[4], args[5], &f, &md) < 0) goto done;
+    const double *values = cols[0].buf, *walls = cols[2].buf;
+    const long long *steps = cols[1].buf;
+    size_t total = 0, value_len, summary_len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t wall_bits;
+        memcpy(&wall_bits, &walls[i], 8);
+        total += scalar_record_size(&f, i == 0 && f.has_md, steps[i], wall_bits, &value_len, &summary_len);
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out) {
+        uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+        if (total >= GIL_RELEASE_BYTES) {
+            Py_BEGIN_ALLOW_THREADS  /* only C data from here on */
+            for (Py_ssize_t i = 0; i < n; i++) p += put_scalar(p, &f, i == 0 && f.has_md, values[i], steps[i], walls[i]);
+            Py_END_ALLOW_THREADS
+        } else {
+            for (Py_ssize_t i = 0; i < n; i++) p += put_scalar(p, &f, i == 0 && f.has_md, values[i], steps[i], walls[i]);
+        }
+    }
+done:
+    if (f.has_md) PyBuffer_Release(&md);
+    for (int i = 0; i < got; i++) PyBuffer_Release(&cols[i]);
     return out;
 }
 
@@ -991,6 +1111,8 @@ static PyMethodDef native_methods[] = {
     {"frame_many", py_frame_many, METH_O, "frame_many(payloads, /) -> bytes: many TFRecords in one buffer."},
     {"encode_scalar", (PyCFunction)(void (*)(void))py_encode_scalar, METH_FASTCALL,
      "encode_scalar(tag, value, step, wall_time, metadata, legacy, /) -> bytes: a framed scalar Event."},
+    {"encode_scalars", (PyCFunction)(void (*)(void))py_encode_scalars, METH_FASTCALL,
+     "encode_scalars(tag, values, steps, wall_times, metadata, legacy, /) -> bytes: framed scalar Events."},
     {"split_records", (PyCFunction)(void (*)(void))py_split_records, METH_FASTCALL,
      "split_records(buf, offset=0, verify=True, /) -> (payloads, end, status)."},
     {"decode_scalars", (PyCFunction)(void (*)(void))py_decode_scalars, METH_FASTCALL,

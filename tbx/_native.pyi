@@ -38,6 +38,24 @@ def encode_scalar(
     protobuf serializes the same message.
     """
 
+def encode_scalars(
+    tag: str,
+    values: Buffer,
+    steps: Buffer,
+    wall_times: Buffer,
+    metadata: bytes | None,
+    legacy: bool,
+    /,
+) -> bytes:
+    """``encode_scalar`` of every point, concatenated, built in one buffer.
+
+    ``values`` and ``wall_times`` are C-contiguous float64 buffers, ``steps``
+    an int64 one (e.g. numpy arrays), all of the same length. ``metadata``
+    goes with the first point only, as a writer sends a tag's metadata once.
+    The native kernel releases the GIL while it encodes a batch of 64 KiB or
+    more.
+    """
+
 def split_records(
     buf: Buffer, offset: int = 0, verify: bool = True, /
 ) -> tuple[list[bytes], int, int]:

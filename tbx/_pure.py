@@ -133,6 +133,29 @@ def encode_scalar(tag, value, step, wall_time, metadata, legacy, /):
     return frame(b"".join(event))
 
 
+def _column(obj, kind, name):
+    """A C-contiguous buffer of 8-byte items as a memoryview of ``kind`` ('d' float64, 'q' int64)."""
+    view = memoryview(obj)
+    fmt = view.format.lstrip("@=<" if sys.byteorder == "little" else "@=")
+    ok = view.itemsize == 8 and (fmt == "d" if kind == "d" else fmt in ("q", "l"))
+    if not ok or not view.c_contiguous:
+        raise TypeError(f"{name} must be a contiguous buffer of {'float64' if kind == 'd' else 'int64'}, "
+                        f"got format '{view.format}' (item size {view.itemsize})")
+    return view.cast("B").cast(kind)
+
+
+def encode_scalars(tag, values, steps, wall_times, metadata, legacy, /):
+    """Framed scalar Events of every point; see tbx/_native.pyi."""
+    values = _column(values, "d", "values")
+    steps = _column(steps, "q", "steps")
+    wall_times = _column(wall_times, "d", "wall_times")
+    if not len(values) == len(steps) == len(wall_times):
+        raise ValueError(f"encode_scalars: values, steps and wall_times differ in length "
+                         f"({len(values)}, {len(steps)}, {len(wall_times)})")
+    return b"".join(encode_scalar(tag, v, s, w, metadata if i == 0 else None, legacy)
+                    for i, (v, s, w) in enumerate(zip(values, steps, wall_times)))
+
+
 # --- reading -----------------------------------------------------------------
 
 _unpack_q = struct.Struct("<Q").unpack_from

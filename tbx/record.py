@@ -28,6 +28,7 @@ masked_crc32c = _kernel.masked_crc32c
 frame = _kernel.frame
 frame_many = _kernel.frame_many
 encode_scalar = _kernel.encode_scalar
+encode_scalars = _kernel.encode_scalars
 split_records = _kernel.split_records
 decode_scalars = _kernel.decode_scalars
 
@@ -38,6 +39,6 @@ STATUS_BAD_DATA_CRC = 2
 
 __all__ = [
     "IMPLEMENTATION", "KERNEL", "crc32c", "masked_crc32c", "frame", "frame_many",
-    "encode_scalar", "split_records", "decode_scalars",
+    "encode_scalar", "encode_scalars", "split_records", "decode_scalars",
     "STATUS_OK", "STATUS_BAD_LENGTH_CRC", "STATUS_BAD_DATA_CRC",
 ]

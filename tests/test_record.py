@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -201,6 +202,42 @@ def test_prop_encode_scalar(tag, value, step, wall_time, with_metadata, legacy):
     ref = _pure.frame(_reference_scalar(tag, f32, step, wall_time, md, legacy))
     if not math.isnan(value):
         assert native == ref
+
+
+@given(
+    tag=st.text(max_size=20),
+    points=st.lists(st.tuples(finite_or_special, steps,
+                              st.one_of(st.floats(allow_nan=False, width=64), st.just(0.0), st.just(-0.0))),
+                    max_size=30),
+    with_metadata=st.booleans(),
+    legacy=st.booleans(),
+)
+def test_prop_encode_scalars_is_encode_scalar_per_point(tag, points, with_metadata, legacy):
+    """The batch encoder gives encode_scalar's bytes for every point, metadata on the first only."""
+    md = SCALAR_MD if with_metadata else None
+    values = np.array([p[0] for p in points], np.float64)
+    step_col = np.array([p[1] for p in points], np.int64)
+    walls = np.array([p[2] for p in points], np.float64)
+    expected = b"".join(_pure.encode_scalar(tag, v, s, w, md if i == 0 else None, legacy)
+                        for i, (v, s, w) in enumerate(points))
+    for kernel in KERNELS:
+        assert kernel.encode_scalars(tag, values, step_col, walls, md, legacy) == expected
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.IMPLEMENTATION)
+def test_encode_scalars_checks_its_columns(kernel):
+    one, ints = np.ones(3), np.arange(3)
+    with pytest.raises(TypeError, match="values must be a contiguous buffer of float64, got format"):
+        kernel.encode_scalars("t", ints, ints, one, None, False)
+    with pytest.raises(TypeError, match="steps must be a contiguous buffer of int64"):
+        kernel.encode_scalars("t", one, one, one, None, False)
+    with pytest.raises(TypeError, match="wall_times must be a contiguous buffer of float64"):
+        kernel.encode_scalars("t", one, ints, np.ones(6)[::2], None, False)
+    with pytest.raises(ValueError, match=r"differ in length \(3, 2, 3\)"):
+        kernel.encode_scalars("t", one, ints[:2], one, None, False)
+    big = kernel.encode_scalars("t", np.ones(20000), np.arange(20000), np.ones(20000), SCALAR_MD, True)
+    assert big.startswith(kernel.encode_scalar("t", 1.0, 0, 1.0, SCALAR_MD, True))  # past the GIL threshold
+    assert big.endswith(kernel.encode_scalar("t", 1.0, 19999, 1.0, None, True))
 
 
 @needs_native
