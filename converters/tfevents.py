@@ -98,11 +98,12 @@ def _rows_to_histogram(step: int, wall: float, rows: np.ndarray) -> Histogram:
     return Histogram(step, wall, edges, rows[:, 2])
 
 
-def _tensor_array(t: tensor_pb2.TensorProto) -> np.ndarray:
+def tensor_array(t: tensor_pb2.TensorProto, what: str = "histogram") -> np.ndarray:
+    """A float or double TensorProto as a float64 array of its shape."""
     dtype = {tensor_pb2.DT_DOUBLE: "<f8", tensor_pb2.DT_FLOAT: "<f4"}.get(t.dtype)
     shape = [d.size for d in t.tensor_shape.dim]
     if dtype is None:
-        raise ValueError(f"unsupported histogram tensor dtype {t.dtype}")
+        raise ValueError(f"{what} tensor of dtype {t.dtype}, expected float or double")
     if t.tensor_content:
         arr = np.frombuffer(t.tensor_content, dtype=dtype)
     else:
@@ -329,7 +330,7 @@ def _read_value(data: RunData, event: Any, v: Any, plugins: dict[str, str],
     if plugin == "scalars":
         return  # read by read_scalars
     if plugin == "histograms":
-        data.add("histograms", tag, _rows_to_histogram(step, wall, _tensor_array(t).reshape(-1, 3)))
+        data.add("histograms", tag, _rows_to_histogram(step, wall, tensor_array(t).reshape(-1, 3)))
         return
     if plugin == "images" and t.dtype == tensor_pb2.DT_STRING and len(t.string_val) >= 3:
         w, h = int(t.string_val[0] or 0), int(t.string_val[1] or 0)

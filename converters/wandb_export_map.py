@@ -14,7 +14,8 @@ import numpy as np
 
 from tbx.converters.model import Histogram, Media, RawValue, Text
 from tbx.converters.report import RunReport
-from tbx.proto import summary_pb2, tensor_pb2
+from tbx.converters.tfevents import tensor_array
+from tbx.proto import summary_pb2
 
 STEP_KEY = "global_step"
 #: hidden config key holding what W&B has no field for (tags, times, status).
@@ -63,15 +64,7 @@ def media_groups(items: list[Media]) -> list[list[Media]]:
 
 def pr_table_rows(raw: RawValue) -> list[list[float]]:
     """``[recall, precision]`` per threshold of a pr_curves value (rows 5 and 4 of its tensor)."""
-    t = summary_pb2.Summary.Value.FromString(raw.value).tensor
-    dtype = {tensor_pb2.DT_FLOAT: "<f4", tensor_pb2.DT_DOUBLE: "<f8"}.get(t.dtype)
-    if dtype is None:
-        raise ValueError(f"pr_curves tensor of dtype {t.dtype}, expected float")
-    if t.tensor_content:
-        arr = np.frombuffer(t.tensor_content, dtype=dtype)
-    else:
-        arr = np.asarray(t.float_val if t.dtype == tensor_pb2.DT_FLOAT else t.double_val, dtype=dtype)
-    arr = arr.astype(np.float64).reshape([d.size for d in t.tensor_shape.dim])
+    arr = tensor_array(summary_pb2.Summary.Value.FromString(raw.value).tensor, "pr_curves")
     return [[float(r), float(p)] for r, p in zip(arr[5], arr[4])]
 
 
