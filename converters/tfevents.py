@@ -53,7 +53,7 @@ from tbx.converters.model import (
 )
 from tbx.converters.report import RunReport
 from tbx.event_file import EventFileWriter
-from tbx.reader import ReadStats, _decode, _scan, _ScalarPoints, _split, iter_event_files, read_events
+from tbx.reader import ReadStats, _decode, _scan, _ScalarPoints, iter_event_files, read_events
 from tbx.summary import audio as audio_summary
 from tbx.summary import histogram as histogram_summary
 from tbx.summary import hparams as hparams_summary
@@ -190,28 +190,23 @@ def _other_files(run_dir: str) -> list[str]:
     return out
 
 
-def _scalar_columns(path: str, lenient: bool) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
-    """The scalar points of one event file: tag codes, tags, and step/wall_time/value columns.
+def _scalar_columns(path: str, lenient: bool, stats: ReadStats
+                    ) -> tuple[np.ndarray, list[str], dict[str, np.ndarray], int]:
+    """The scalar points of one event file: tag codes, tags, step/wall_time/value columns, and its record count.
 
     What ``read_scalars(path, lenient, as_frame=False)`` reads, with the tags
     kept as codes (grouping a million points by an object array of tags
-    costs more than reading them).
+    costs more than reading them); records and damage are counted in ``stats``.
     """
     points = _ScalarPoints()
     points.start_run(".")
-    for _, (_, _, tags, index, steps, walls, values) in _scan(path, _decode, lenient, None):
+    records = 0
+    for _, (_, _, tags, index, steps, walls, values, n) in _scan(path, _decode, lenient, stats):
         points.add_chunk(tags, index, steps, walls, values)
+        records += n
+    stats.records += records
     _, (codes, tags), cols = points.columns()
-    return codes, tags, cols
-
-
-def _count_records(path: str, lenient: bool, stats: ReadStats) -> int:
-    """How many records one event file holds (counted in ``stats`` as ``read_records`` does)."""
-    n = 0
-    for _, (_, _, payloads) in _scan(path, _split, lenient, stats):
-        n += len(payloads)
-    stats.records += n
-    return n
+    return codes, tags, cols, records
 
 
 def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bool,
@@ -222,9 +217,11 @@ def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bo
     scalar_parts: dict[str, list[Scalars]] = {}
     npoints = []
     first_wall = None
+    nrecords = []
     for path in files:
-        codes, tags, cols = _scalar_columns(path, not strict)
+        codes, tags, cols, records = _scalar_columns(path, not strict, stats)
         npoints.append(len(codes))
+        nrecords.append(records)
         if len(codes):
             w0 = float(cols["wall_time"].min())
             first_wall = w0 if first_wall is None else min(first_wall, w0)
@@ -241,10 +238,10 @@ def read_run_dir(run_dir: str, files: list[str], key: str, name: str, strict: bo
     plugins: dict[str, str] = {}
     metadata: dict[str, summary_pb2.SummaryMetadata] = {}
     hparams: dict[str, Any] = {}
-    for path, points in zip(files, npoints):
+    for path, points, records in zip(files, npoints, nrecords):
         # Parsing every Event in Python costs ~3 µs; a file whose records are
         # all scalar points (plus its file_version record) needs no parse.
-        if _count_records(path, not strict, stats) <= points + 1:
+        if records <= points + 1:
             continue
         for _, event in read_events(path, lenient=True):
             what = event.WhichOneof("what")

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from typing import Any
 
 import numpy as np
 
-from tbx.converters.wandb_framing import Records
+from tbx.converters.wandb_framing import Records, _kernel
 
 # Field numbers of Record's ``record_type`` oneof that the fast paths find.
 FIELD_HISTORY = 2
@@ -165,9 +167,9 @@ def _tagged_varints(w: np.ndarray, at: int) -> tuple[np.ndarray, Any]:
     return np.where(one, b0, (b0 & 0x7F) | b1 << 7), np.where(one, 1, np.where(b1 < 0x80, 2, 0))
 
 
-def scan(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
+def scan(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_pos: np.ndarray, whole: bool,
          slow: np.ndarray | None = None) -> Scan:
-    """Find the items of the History/SummaryRecords ``rows_idx``, whose tag is at ``tag_pos``.
+    """Find the items of the History/SummaryRecords ``data[starts[r]:ends[r]]``, whose tag is at ``tag_pos[r]``.
 
     A record qualifies (is not ``slow``) when each of its items (field 1) is
     a key (``key``, or ``nested_key`` parts shorter than 128 bytes) and a
@@ -176,7 +178,6 @@ def scan(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
     ``slow`` marks records known not to qualify. Headers are read as 16- or
     32-bit words at any offset: one gather reads a tag and the varint after it.
     """
-    data = recs.data
     n = len(data)
     a = np.frombuffer(data, np.uint8)
     u16 = np.ndarray((n - 1,), "<u2", data, strides=(1,))
@@ -184,7 +185,7 @@ def scan(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
     sub_len, size = _varints(a, tag_pos + 1)
     sub_start = tag_pos + 1 + size
     sub_end = sub_start + sub_len
-    unfit = (size == 0) | (sub_end > recs.ends[rows_idx]) | (sub_start - recs.starts[rows_idx] < 3)
+    unfit = (size == 0) | (sub_end > ends) | (sub_start - starts < 3)
     slow = unfit if slow is None else slow | unfit
     # Walk the items of all records at once: round k finds every record's k-th item.
     rounds = []
@@ -210,7 +211,7 @@ def scan(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
         w = u16[np.minimum(cur, n - 2)]
         slow |= (rest != 0) & (((w & 0xFF) != 0x12) | (w >= 0x8000) | (rest != 2 + (w >> 8)))
     # Items in record order: record r's k-th item goes to first_item[r] + k.
-    per_rec = np.zeros(len(rows_idx), np.int64)
+    per_rec = np.zeros(len(starts), np.int64)
     for active, _, _ in rounds:
         per_rec[active] += 1
     first_item = np.cumsum(per_rec) - per_rec
@@ -267,87 +268,116 @@ class Items:
 
 def fast_items(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
                slow: np.ndarray | None = None) -> Items:
-    """:func:`scan` the records, then tell their keys apart (:func:`key_codes`) and decode each once.
+    """:func:`scan_items` over the records ``rows_idx``, then each distinct key decoded once.
 
     A record with a key that is not UTF-8 is left to protobuf (which
     reports it).
     """
     data = recs.data
+    starts, ends = recs.starts[rows_idx], recs.ends[rows_idx]
+    tag_pos = np.ascontiguousarray(tag_pos, np.int64)
     while True:
-        sc = scan(recs, rows_idx, tag_pos, whole, slow)
-        slow = sc.slow
-        keep = ~slow[sc.rec]
-        rec, head, key_end = sc.rec[keep], sc.key_head[keep], sc.key_end[keep]
-        code, first = key_codes(data, head, key_end)
-        found = [key_path(data, h, e) for h, e in zip(head[first].tolist(), key_end[first].tolist())]
+        out = scan_items(data, starts, ends, tag_pos, whole, None if slow is None else slow.view(np.uint8))
+        slow = np.frombuffer(out[0], np.uint8).view(bool)
+        rec, code, value_start, value_end, heads, key_ends = (np.frombuffer(o, np.int64) for o in out[1:])
+        found = [key_path(data, h, e) for h, e in zip(heads.tolist(), key_ends.tolist())]
         bad = [c for c, p in enumerate(found) if p is None]
         if bad:
             slow[rec[np.isin(code, bad)]] = True
             continue
         ids: dict[tuple[str, ...], int] = {}
         pid = np.array([ids.setdefault(p, len(ids)) for p in found], np.int64)[code] if found else code
-        return Items(slow, rec, pid, list(ids), sc.value_start[keep], sc.value_end[keep])
+        return Items(slow, rec, pid, list(ids), value_start, value_end)
 
 
-def decode_values(recs: Records, items: Items) -> list[Any] | None:
-    """Every item's ``value_json``, decoded by one ``json.loads`` (None if one is not JSON).
+#: Kinds of decoded values (:func:`json_numbers`): not a plain JSON number, a float, an int within ±2**53.
+OTHER, FLOAT, INT = 0, 1, 2
+_MAX_EXACT_INT = 2 ** 53
+_NAN = json.loads("NaN")  # json's own NaN object, so that rows compare equal as json.loads' do
 
-    The records are copied together (each from the byte before its first
-    value to the end of its last value), and everything between two values
-    is overwritten with a comma and spaces, eight bytes at a time: the copy
-    becomes one JSON array of the values. A value holding a quote or a bracket (a
-    string, a list, an object) could run into the next one there, so it is
-    replaced by ``0`` and decoded alone; every other value is one JSON
-    token, which the count of commas proves.
+
+class Values:
+    """Decoded ``value_json`` of many items, mostly as arrays; ``values[i]`` is ``json.loads`` of item i.
+
+    ``number`` and ``kind`` come from :func:`json_numbers`; ``other`` holds
+    the decoded values of the items of kind :data:`OTHER` (strings, objects,
+    booleans, ints beyond float64, ...), by item.
     """
-    n = len(items.rec)
-    if not n:
-        return []
+
+    def __init__(self, number: np.ndarray, kind: np.ndarray, other: dict[int, Any]) -> None:
+        self.number, self.kind, self.other = number, kind, other
+
+    @classmethod
+    def of_list(cls, values: list[Any]) -> Values:
+        """Values already decoded (e.g. by protobuf's path), classified as :func:`json_numbers` would."""
+        number = np.zeros(len(values))
+        kind = np.zeros(len(values), np.uint8)
+        other: dict[int, Any] = {}
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is float:
+                number[i], kind[i] = v, FLOAT
+            elif t is int and -_MAX_EXACT_INT <= v <= _MAX_EXACT_INT:
+                number[i], kind[i] = v, INT
+            else:
+                other[i] = v
+        return cls(number, kind, other)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def __getitem__(self, i: int) -> Any:
+        k = self.kind[i]
+        if k == FLOAT:
+            v = float(self.number[i])
+            return _NAN if v != v else v
+        if k == INT:
+            return int(self.number[i])
+        return self.other[i]
+
+    def tolist(self) -> list[Any]:
+        out = self.number.tolist()
+        for i in np.flatnonzero(np.isnan(self.number)).tolist():
+            out[i] = _NAN
+        for i in np.flatnonzero(self.kind == INT).tolist():
+            out[i] = int(out[i])
+        for i, v in self.other.items():
+            out[i] = v
+        return out
+
+    def take(self, at: np.ndarray) -> Values:
+        """The values of items ``at``, in that order."""
+        where = np.full(len(self.kind), -1, np.int64)
+        where[at] = np.arange(len(at))
+        other = {int(where[i]): v for i, v in self.other.items() if where[i] >= 0}
+        return Values(self.number[at], self.kind[at], other)
+
+    def concat(self, more: Values) -> Values:
+        n = len(self.kind)
+        other = dict(self.other)
+        other.update((n + i, v) for i, v in more.other.items())
+        return Values(np.concatenate([self.number, more.number]), np.concatenate([self.kind, more.kind]), other)
+
+
+def decode_values(recs: Records, items: Items) -> tuple[Values, list[int]]:
+    """Every item's ``value_json``: plain numbers by :func:`json_numbers`, the rest by ``json.loads``.
+
+    Returns the values and the items whose text is not JSON (their records
+    should go to protobuf, which reports them).
+    """
     data = recs.data
+    number, kind = json_numbers(data, items.value_start, items.value_end)
+    number = np.frombuffer(number, np.float64)
+    kind = np.frombuffer(kind, np.uint8)
+    other: dict[int, Any] = {}
+    bad = []
     vs, ve = items.value_start, items.value_end
-    # Each record from the byte before its first value (a comma's place) to the end of its last value.
-    rec_first = np.flatnonzero(np.concatenate([[True], items.rec[1:] != items.rec[:-1]]))
-    rec_last = np.append(rec_first[1:], n) - 1
-    lo, hi = vs[rec_first] - 1, ve[rec_last]
-    buf = bytearray().join(map(data.__getitem__, map(slice, lo.tolist(), hi.tolist())))
-    buf += bytes(8)  # room for the last 8-byte write
-    size = hi - lo
-    shift = np.repeat(np.cumsum(size) - size - lo, rec_last - rec_first + 1)
-    vs, ve = vs + shift, ve + shift  # in buf
-    gap_start = np.concatenate([[0], ve[:-1]])
-    gap = vs - gap_start
-    b = np.frombuffer(buf, np.uint8)
-    words = np.ndarray((len(buf) - 7,), "<u8", buf, strides=(1,))  # writable: buf is a bytearray
-    short = np.flatnonzero(gap < 8)
-    for j in range(1, 7):
-        short = short[gap[short] > j]
-        b[gap_start[short] + j] = _SPACE
-    wide = np.flatnonzero(gap >= 8)
-    for k in range(0, int(gap.max(initial=0)) - 7, 8):
-        wide = wide[gap[wide] - 8 >= k]
-        words[gap_start[wide] + k] = _SPACES
-    wide = np.flatnonzero(gap >= 8)
-    words[vs[wide] - 8] = _SPACES
-    b[gap_start] = _COMMA
-    b[0] = ord("[")
-    alone = []
-    if buf.count(b'"') or buf.count(b"[") > 1 or buf.count(b"{"):
-        marks = np.flatnonzero((b == _QUOTE) | (b == ord("[")) | (b == ord("{")))[1:]
-        alone = np.unique(np.searchsorted(vs, marks, side="right") - 1).tolist()
-        for i in alone:
-            b[vs[i]:ve[i]] = _SPACE
-            b[vs[i]] = ord("0")
-    del b, words
-    if buf.count(b",") != n - 1:
-        return None
-    buf[-8:] = b"]"
-    try:
-        values = json.loads(buf)
-        for i in alone:
-            values[i] = json.loads(data[items.value_start[i]:items.value_end[i]])
-    except ValueError:
-        return None
-    return values if len(values) == n else None
+    for i in np.flatnonzero(kind == OTHER).tolist():
+        try:
+            other[i] = json.loads(data[vs[i]:ve[i]])
+        except ValueError:
+            bad.append(i)
+    return Values(number, kind, other), bad
 
 
 def fast_rows(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
@@ -357,15 +387,16 @@ def fast_rows(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: b
     Nested keys are joined by :data:`NEST` (a key part holding it, or a
     record holding a key twice, is left to protobuf). Returns the rows,
     whether each row has a nested key, and the mask over ``rows_idx`` of the
-    records left to protobuf; every record goes to protobuf if a value is
-    not JSON.
+    records left to protobuf, as are records with a value that is not JSON.
     """
-    items = fast_items(recs, rows_idx, tag_pos, whole, slow)
-    slow = items.slow
-    values = decode_values(recs, items)
-    if values is None:
-        slow[:] = True
-        return [], [], slow
+    while True:
+        items = fast_items(recs, rows_idx, tag_pos, whole, slow)
+        slow = items.slow
+        decoded, bad = decode_values(recs, items)
+        if not bad:
+            break
+        slow[items.rec[bad]] = True
+    values = decoded.tolist()
     names = [NEST.join(p) for p in items.paths]
     odd = {i for i, p in enumerate(items.paths) if any(NEST in part for part in p)}
     counts = np.bincount(items.rec, minlength=len(rows_idx))
@@ -382,6 +413,65 @@ def fast_rows(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: b
         rows.append(row)
         nested.append(any(len(items.paths[i]) > 1 for i in ids))
     return rows, nested, slow
+
+
+# --- the kernel: C, or the twin below -----------------------------------------------
+
+def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_pos: np.ndarray, whole: bool,
+                    slow: np.ndarray | None) -> tuple[bytearray, ...]:
+    """The twin of the C ``scan_items``: :func:`scan`, then :func:`key_codes`, codes renumbered
+    in order of first appearance; the same bytes out."""
+    sc = scan(data, np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(tag_pos, np.int64),
+              bool(whole), None if slow is None else np.asarray(slow).astype(bool))
+    keep = ~sc.slow[sc.rec]
+    rec, head, key_end = sc.rec[keep], sc.key_head[keep], sc.key_end[keep]
+    if len(rec):
+        code, _ = key_codes(data, head, key_end)
+        _, first = np.unique(code, return_index=True)  # first item of each code
+        order = np.argsort(first)
+        renumber = np.empty(len(order), np.int64)
+        renumber[order] = np.arange(len(order))
+        code, firsts = renumber[code], first[order]
+    else:
+        code = firsts = np.empty(0, np.int64)
+    return tuple(bytearray(np.ascontiguousarray(x, dtype).tobytes()) for x, dtype in (
+        (sc.slow, np.uint8), (rec, np.int64), (code, np.int64), (sc.value_start[keep], np.int64),
+        (sc.value_end[keep], np.int64), (head[firsts], np.int64), (key_end[firsts], np.int64)))
+
+
+_JSON_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_CONSTANTS = {b"NaN": math.nan, b"Infinity": math.inf, b"-Infinity": -math.inf}
+
+
+def json_numbers_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray) -> tuple[bytearray, bytearray]:
+    """The twin of the C ``json_numbers``: each text's (value, kind) as ``json.loads`` reads it.
+
+    Kind :data:`FLOAT` (value: ``float(text)``) for a JSON number with a
+    fraction or an exponent and for ``NaN``/``±Infinity``; :data:`INT` for
+    an integer within ±2**53 (exact as float64); :data:`OTHER` (value 0.0)
+    for anything else, left to ``json.loads``.
+    """
+    number = np.zeros(len(starts))
+    kind = np.zeros(len(starts), np.uint8)
+    for i, (s, e) in enumerate(zip(np.asarray(starts).tolist(), np.asarray(ends).tolist())):
+        text = bytes(data[s:e])
+        if text in _CONSTANTS:
+            number[i], kind[i] = _CONSTANTS[text], FLOAT
+            continue
+        m = _JSON_NUMBER.fullmatch(text)
+        if m is None:
+            continue
+        if m.group(1) is None and m.group(2) is None:
+            v = int(text)
+            if abs(v) <= _MAX_EXACT_INT:
+                number[i], kind[i] = v, INT
+        else:
+            number[i], kind[i] = float(text), FLOAT
+    return bytearray(number.tobytes()), bytearray(kind.tobytes())
+
+
+scan_items = _kernel.scan_items if _kernel is not None else scan_items_pure
+json_numbers = _kernel.json_numbers if _kernel is not None else json_numbers_pure
 
 
 # --- keys told apart by their bytes ------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import operator
 import os
 import types
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from tbx.converters.wandb_fastpath import (
-    FIELD_HISTORY, FIELD_SUMMARY, NEST, Items, decode_values, fast_items, fast_rows, record_fields,
+    FIELD_HISTORY, FIELD_SUMMARY, NEST, OTHER, Values, decode_values, fast_items, fast_rows, record_fields,
 )
 from tbx.converters.wandb_framing import (
     HEADER, MAGIC, LogFormatError, LogStats, PathLike, Records, frame, in_order, load, read_file,
@@ -262,11 +261,6 @@ def _history_rows(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, n
 
 
 _NUMBER = frozenset({float, int})
-# First bytes of a JSON value: 1 for a number (int, float, NaN, ±Infinity), 0 for anything else,
-# 2 for whitespace (the type decides).
-_FIRST_BYTE = np.zeros(256, np.uint8)
-_FIRST_BYTE[list(b"-0123456789NI")] = 1
-_FIRST_BYTE[list(b" \t\n\r")] = 2
 
 
 class HistoryColumns:
@@ -275,36 +269,23 @@ class HistoryColumns:
     What :class:`RunLog` holds as ``columns`` (``read_log(..., columns=True)``):
     the same rows as ``history``, without a dict per row. ``keys[code]`` is
     an item's top-level key (a nested key's value is the nested dict, as in
-    the row), ``index`` maps keys to codes; ``numeric`` marks int and float
-    values (not booleans), ``number`` holds them as float64.
+    the row), ``index`` maps keys to codes; ``values[i]`` is item i's value
+    (a :class:`~tbx.converters.wandb_fastpath.Values`); ``numeric`` marks int
+    and float values (not booleans), ``number`` holds them as float64.
     """
 
-    def __init__(self, rows: int, keys: list[str], row: np.ndarray, code: np.ndarray, values: list[Any],
-                 kind: np.ndarray | None = None) -> None:
-        """``kind`` per value, if known: 1 a number, 0 not, 2 unknown (see ``_FIRST_BYTE``)."""
+    def __init__(self, rows: int, keys: list[str], row: np.ndarray, code: np.ndarray, values: Values) -> None:
         self.rows, self.keys, self.row, self.code, self.values = rows, keys, row, code, values
         self.index = {k: i for i, k in enumerate(keys)}
-        if kind is None:
-            kind = np.full(len(values), 2, np.uint8)
-        numeric = kind == 1
-        unsure = np.flatnonzero(kind == 2)
-        if len(unsure) == len(values):
-            numeric = np.fromiter(map(_NUMBER.__contains__, map(type, values)), bool, len(values))
-        elif len(unsure):
-            numeric[unsure] = [type(values[i]) in _NUMBER for i in unsure.tolist()]
-        if numeric.all():
-            try:
-                self.numeric, self.number = numeric, np.array(values, np.float64)
-                return
-            except OverflowError:  # an int beyond float64: not a number here (converting it fails later)
-                pass
-        self.numeric = numeric.copy()
-        self.number = np.full(len(values), np.nan)
-        for i in np.flatnonzero(numeric).tolist():
-            try:
-                self.number[i] = values[i]
-            except OverflowError:
-                self.numeric[i] = False
+        self.numeric = values.kind != OTHER
+        self.number = values.number.copy()
+        for i, v in values.other.items():
+            if type(v) in _NUMBER:
+                try:
+                    self.number[i] = v
+                    self.numeric[i] = True
+                except OverflowError:  # an int beyond float64: not a number here (converting it fails later)
+                    pass
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]]) -> HistoryColumns:
@@ -315,7 +296,7 @@ class HistoryColumns:
             codes[key] = i
         values = list(chain.from_iterable(map(dict.values, rows)))
         return cls(len(rows), list(codes), np.repeat(np.arange(len(rows)), lens),
-                   np.fromiter(map(codes.__getitem__, names), np.int64, len(names)), values)
+                   np.fromiter(map(codes.__getitem__, names), np.int64, len(names)), Values.of_list(values))
 
     def column(self, key: str) -> list[Any]:
         """Each row's value of ``key`` (None where absent), as ``row.get(key)``."""
@@ -351,11 +332,14 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
     """
     tag_pos, kinds = fields
     idx = np.flatnonzero(kinds == FIELD_HISTORY)
-    items = fast_items(recs, idx, tag_pos[idx], False)
-    values = decode_values(recs, items)
-    if values is None:  # a value is not JSON: every record goes to protobuf, which reports it
-        none = np.empty(0, np.int64)
-        items, values = Items(np.ones(len(idx), bool), none, none, [], none, none), []
+    slow = None
+    while True:  # a record with a value that is not JSON goes to protobuf, which reports it
+        items = fast_items(recs, idx, tag_pos[idx], False, slow)
+        slow = items.slow
+        values, bad = decode_values(recs, items)
+        if not bad:
+            break
+        slow[items.rec[bad]] = True
     codes: dict[str, int] = {}
     top = np.array([codes.setdefault(p[0], len(codes)) for p in items.paths], np.int64)
     deep = np.array([len(p) > 1 for p in items.paths], bool)
@@ -381,9 +365,8 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
     has_row = ~items.slow
     has_row[list(made)] = True
     row_of = np.cumsum(has_row) - 1
-    kind = _FIRST_BYTE[np.frombuffer(recs.data, np.uint8)[items.value_start]]
     if not made:
-        return HistoryColumns(int(has_row.sum()), list(codes), row_of[rec], code, values, kind)
+        return HistoryColumns(int(has_row.sum()), list(codes), row_of[rec], code, values)
     keep = np.flatnonzero(~built[rec])
     more = [(int(row_of[j]), codes.setdefault(k, len(codes)), v) for j, row in made.items() for k, v in row.items()]
     row = np.concatenate([row_of[rec[keep]], np.array([m[0] for m in more], np.int64)])
@@ -391,13 +374,7 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
     return HistoryColumns(
         int(has_row.sum()), list(codes), row[order],
         np.concatenate([code[keep], np.array([m[1] for m in more], np.int64)])[order],
-        _pick(_pick(values, keep) + [m[2] for m in more], order),
-        np.concatenate([kind[keep], np.full(len(more), 2, np.uint8)])[order])
-
-
-def _pick(values: list[Any], at: np.ndarray) -> list[Any]:
-    """``[values[i] for i in at]``, without a Python loop."""
-    return list(operator.itemgetter(*at.tolist())(values)) if len(at) > 1 else [values[i] for i in at.tolist()]
+        values.take(keep).concat(Values.of_list([m[2] for m in more])).take(order))
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)

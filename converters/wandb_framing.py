@@ -20,7 +20,8 @@ end of a run still being written. With ``lenient=False`` damage raises
 :class:`tbx.errors.DataLossError` instead (a cut-off end still does not).
 
 Framing walks all blocks of a file at once with numpy and checks every
-checksum with one ``map`` of ``zlib.crc32``; the records stay slices of the
+checksum with one call of the reader's C kernel (``crc32_chunks``; its twin
+maps ``zlib.crc32`` over the chunks); the records stay slices of the
 file's bytes (:class:`Records`) until a decoder needs them. A record split
 over chunks is joined once and appended to those bytes, so that every record
 is a slice of one buffer and the fast paths treat all records alike.
@@ -51,6 +52,32 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 PAD = 16
 
 _CRC_OF_TYPE = [zlib.crc32(bytes([t])) for t in range(256)]
+
+# The C kernel of the reader (converters/_wbscan.c), unless TBX_PURE=1 or it was not built;
+# its twins are crc32_chunks_pure here and those of tbx.converters.wandb_fastpath.
+_kernel: Any = None
+if os.environ.get("TBX_PURE", "") in ("", "0"):
+    try:
+        from tbx.converters import _wbscan as _kernel
+    except ImportError:  # not built: the twins give the same results
+        _kernel = None
+
+#: Which kernel the ``.wandb`` reader runs: "native" (the C extension) or "pure".
+KERNEL = "native" if _kernel is not None else "pure"
+
+
+def crc32_chunks_pure(data: bytearray, starts: np.ndarray, stops: np.ndarray, kinds: np.ndarray) -> bytearray:
+    """The twin of the C ``crc32_chunks``: ``zlib.crc32`` of each chunk's type byte and data (uint32s)."""
+    view = memoryview(data)
+    crc = np.fromiter(
+        map(zlib.crc32, map(view.__getitem__, map(slice, np.asarray(starts).tolist(), np.asarray(stops).tolist())),
+            map(_CRC_OF_TYPE.__getitem__, np.asarray(kinds).tolist())),
+        dtype=np.uint32, count=len(starts))
+    view.release()
+    return bytearray(crc.tobytes())
+
+
+crc32_chunks = _kernel.crc32_chunks if _kernel is not None else crc32_chunks_pure
 
 
 class LogFormatError(TbxError, ValueError):
@@ -188,13 +215,9 @@ def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records
     off, length, kind, stops = _walk_blocks(a)
     start = off + CHUNK_HEADER_SIZE
     stop = start + length
-    # Checksums: one map over all chunks.
-    view = memoryview(data)
+    # Checksums: one kernel call over all chunks.
     stored = np.frombuffer(a[(off[:, None] + np.arange(4)).ravel()].tobytes(), "<u4")
-    computed = np.fromiter(
-        map(zlib.crc32, map(view.__getitem__, map(slice, start.tolist(), stop.tolist())),
-            map(_CRC_OF_TYPE.__getitem__, kind.tolist())),
-        dtype=np.uint32, count=len(off))
+    computed = np.frombuffer(crc32_chunks(data, start, stop, np.ascontiguousarray(kind, np.uint8)), np.uint32)
     for i in np.flatnonzero(stored != computed):
         stops.append((int(off[i]), "chunk checksum"))
     cut = None
@@ -262,7 +285,6 @@ def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records
     if truncated_from is not None:
         stats.truncated_bytes += len(data) - truncated_from
     offsets, starts, ends = off[single], start[single], stop[single]
-    view.release()
     del a  # no views of data are left: it can grow
     if joined:
         at = len(data)

@@ -1025,6 +1025,7 @@ static PyObject *py_decode_scalars(PyObject *self, PyObject *const *args, Py_ssi
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     Py_ssize_t offset;
     int verify, status = 0, oom = 0;
+    Py_ssize_t records = 0;
     scalar_sink s;
     memset(&s, 0, sizeof s);
     PyObject *result = NULL, *tags = NULL, *seen = NULL;
@@ -1037,6 +1038,7 @@ static PyObject *py_decode_scalars(PyObject *self, PyObject *const *args, Py_ssi
             oom = 1;
             break;
         }
+        records++;
         pos = next;
     }
     Py_END_ALLOW_THREADS
@@ -1090,7 +1092,8 @@ static PyObject *py_decode_scalars(PyObject *self, PyObject *const *args, Py_ssi
         le_bytes(s.wall, s.n_points, 8), le_bytes(s.value, s.n_points, 8),
     };
     if (cols[0] && cols[1] && cols[2] && cols[3])
-        result = Py_BuildValue("(niOOOOO)", (Py_ssize_t)pos, status, tags, cols[0], cols[1], cols[2], cols[3]);
+        result = Py_BuildValue("(niOOOOOn)", (Py_ssize_t)pos, status, tags, cols[0], cols[1], cols[2], cols[3],
+                               records);
     for (int k = 0; k < 4; k++) Py_XDECREF(cols[k]);
 done:
     Py_XDECREF(tags);
@@ -1116,7 +1119,7 @@ static PyMethodDef native_methods[] = {
     {"split_records", (PyCFunction)(void (*)(void))py_split_records, METH_FASTCALL,
      "split_records(buf, offset=0, verify=True, /) -> (payloads, end, status)."},
     {"decode_scalars", (PyCFunction)(void (*)(void))py_decode_scalars, METH_FASTCALL,
-     "decode_scalars(buf, offset=0, verify=True, /) -> (end, status, tags, index, steps, walls, values)."},
+     "decode_scalars(buf, offset=0, verify=True, /) -> (end, status, tags, index, steps, walls, values, records)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -69,10 +69,11 @@ def split_records(
 
 def decode_scalars(
     buf: Buffer, offset: int = 0, verify: bool = True, /
-) -> tuple[int, int, list[tuple[str, str | None]], bytes, bytes, bytes, bytes]:
+) -> tuple[int, int, list[tuple[str, str | None]], bytes, bytes, bytes, bytes, int]:
     """Split records like split_records and decode every scalar-looking point.
 
-    Returns ``(end, status, tags, tag_index, steps, wall_times, values)``.
+    Returns ``(end, status, tags, tag_index, steps, wall_times, values, records)``,
+    ``records`` being how many records were read (whatever they hold).
     ``tags`` lists each tag met in this buffer once, in order of first
     appearance, with the plugin name of the first SummaryMetadata seen for it
     here ("scalars" for legacy simple_value points), or None if none was seen.

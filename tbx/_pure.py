@@ -350,11 +350,13 @@ def decode_scalars(buf, offset=0, verify=True, /):
     walls = array("d")
     values = array("d")
     pos = offset
+    records = 0
     while True:
         payload, nxt, status = _next_record(view, pos, verify)
         if payload is None:
             break
         pos = nxt
+        records += 1
         try:
             wall_time, step, points = _event_points(payload)
         except (_Malformed, struct.error):
@@ -381,4 +383,4 @@ def decode_scalars(buf, offset=0, verify=True, /):
     if sys.byteorder != "little":
         for column in columns:
             column.byteswap()
-    return (pos, status, list(zip(tags, plugins)), *(c.tobytes() for c in columns))
+    return (pos, status, list(zip(tags, plugins)), *(c.tobytes() for c in columns), records)

@@ -318,7 +318,7 @@ def read_scalars(path: PathLike, lenient: bool = False, as_frame: bool | None = 
     points = _ScalarPoints()
     for run, file in _sources(path):
         points.start_run(run)
-        for _, (_, _, tags, index, steps, walls, values) in _scan(file, _decode, lenient, stats):
+        for _, (_, _, tags, index, steps, walls, values, _) in _scan(file, _decode, lenient, stats):
             _add(stats, "points", points.add_chunk(tags, index, steps, walls, values))
     run, tag, cols = points.columns()
     if pandas is not None:

@@ -307,9 +307,10 @@ def test_decode_scalars_semantics(kernel):
         kernel.encode_scalar("new", 2.5, 2, 11.0, None, False),
         kernel.encode_scalar("old", float("nan"), -3, 12.0, None, True),
         kernel.encode_scalar("old", float("inf"), 1 << 40, 13.0, None, True),
+        kernel.frame(b"\x1a\x05brain"),  # an Event with file_version only: a record, no point
     ])
-    end, status, tags, idx, stp, wall, val = kernel.decode_scalars(buf)
-    assert (end, status) == (len(buf), 0)
+    end, status, tags, idx, stp, wall, val, records = kernel.decode_scalars(buf)
+    assert (end, status, records) == (len(buf), 0, 5)
     assert tags == [("new", "scalars"), ("old", "scalars")]
     assert struct.unpack("<4i", idx) == (0, 0, 1, 1)
     assert struct.unpack("<4q", stp) == (1, 2, -3, 1 << 40)
