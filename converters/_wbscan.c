@@ -138,17 +138,38 @@ typedef struct {
     size_t n, cap;
 } vec;
 
-static int vec_push(vec *a, int64_t x)
+static int vec_reserve(vec *a, size_t cap)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 1024;
-        int64_t *v = PyMem_RawRealloc(a->v, cap * sizeof(int64_t));
-        if (!v) return -1;
-        a->v = v;
-        a->cap = cap;
-    }
+    if (cap <= a->cap) return 0;
+    int64_t *v = PyMem_RawRealloc(a->v, cap * sizeof(int64_t));
+    if (!v) return -1;
+    a->v = v;
+    a->cap = cap;
+    return 0;
+}
+
+static inline int vec_push(vec *a, int64_t x)
+{
+    if (a->n == a->cap && vec_reserve(a, a->cap ? a->cap * 2 : 1024) < 0) return -1;
     a->v[a->n++] = x;
     return 0;
+}
+
+/* Equal short byte strings (keys); avoids a libc call per item. */
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    while (n >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) return 0;
+        a += 8;
+        b += 8;
+        n -= 8;
+    }
+    while (n--)
+        if (*a++ != *b++) return 0;
+    return 1;
 }
 
 /* ------------------------------------------------------------ scan_items */
@@ -231,7 +252,7 @@ static int64_t keytab_code(keytab *t, const uint8_t *b, int64_t head, int64_t en
         if (s->code < 0) break;
         if (s->hash == h) {
             int64_t c = s->code;
-            if ((size_t)(t->end.v[c] - t->head.v[c]) == n && !memcmp(b + t->head.v[c], b + head, n)) return c;
+            if ((size_t)(t->end.v[c] - t->head.v[c]) == n && same_bytes(b + t->head.v[c], b + head, n)) return c;
         }
     }
     int64_t c = (int64_t)t->head.n;
@@ -292,6 +313,16 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
     const uint8_t *b = data.buf;
     const int64_t len = data.len;
     const int64_t *rs = starts.buf, *re = ends.buf, *tp = tags.buf;
+    /* Every item takes at least 8 bytes of its record ("\x0a" len "\x0a" len key "\x82\x01" len value):
+     * reserve that many once (pages never written are never touched). */
+    size_t bound = 1024;
+    for (Py_ssize_t r = 0; r < nrec; r++)
+        if (re[r] > tp[r]) bound += (size_t)(re[r] - tp[r]) / 8;
+    if (vec_reserve(&rec, bound) < 0 || vec_reserve(&code, bound) < 0 || vec_reserve(&vstart, bound) < 0 ||
+        vec_reserve(&vend, bound) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     const uint8_t *si = got_slow ? slow_in.buf : NULL;
     int oom = 0;
     for (Py_ssize_t r = 0; r < nrec && !oom; r++) {
@@ -348,7 +379,7 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
             }
             int64_t c = k < PREDICT ? predicted[k] : -1;
             if (c < 0 || t.end.v[c] - t.head.v[c] != key_end - head ||
-                memcmp(b + t.head.v[c], b + head, (size_t)(key_end - head))) {
+                !same_bytes(b + t.head.v[c], b + head, (size_t)(key_end - head))) {
                 c = keytab_code(&t, b, head, key_end);
                 if (c < 0) {
                     oom = 1;

@@ -421,6 +421,7 @@ def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_p
                     slow: np.ndarray | None) -> tuple[bytearray, ...]:
     """The twin of the C ``scan_items``: :func:`scan`, then :func:`key_codes`, codes renumbered
     in order of first appearance; the same bytes out."""
+    data = bytearray(data) + bytes(16)  # the C kernel reads zeros past the end; numpy's reads clamp
     sc = scan(data, np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(tag_pos, np.int64),
               bool(whole), None if slow is None else np.asarray(slow).astype(bool))
     keep = ~sc.slow[sc.rec]

@@ -30,6 +30,7 @@ is a slice of one buffer and the fast paths treat all records alike.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import struct
 import zlib
@@ -49,7 +50,6 @@ HEADER = MAGIC + struct.pack("<HB", IDENT, VERSION)
 BLOCK_SIZE = 32 * 1024
 CHUNK_HEADER_SIZE = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-PAD = 16
 
 _CRC_OF_TYPE = [zlib.crc32(bytes([t])) for t in range(256)]
 
@@ -124,17 +124,30 @@ def _check_header(path: str, data: bytes | bytearray) -> None:
             f"this reader supports magic 0x{IDENT:X} version {VERSION}")
 
 
-def read_file(path: str, limit: int = -1) -> bytearray:
+#: Whole files at least this big are mapped (copy-on-write) rather than read.
+MAP_MIN = 1 << 20
+
+Buffer = Union[bytearray, mmap.mmap]
+
+
+def read_file(path: str, limit: int = -1) -> Buffer:
     """The first ``limit`` bytes of ``path`` (all: -1), once the header says it is a log we read.
 
-    A bytearray, so that :func:`frame` can append the records it joins
-    without copying the file.
+    Writable, so that :func:`frame` can join records split over chunks in
+    place: a whole file of :data:`MAP_MIN` bytes or more is mapped
+    copy-on-write (nothing is copied but the few pages a join writes, and
+    the file itself is never written); anything else is read into a
+    bytearray.
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        data = bytearray(size if limit < 0 else min(size, limit))
-        n = f.readinto(data)
-    del data[n:]  # the file shrank while being read
+        if limit < 0 and size >= MAP_MIN:
+            data: Buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        else:
+            buf = bytearray(size if limit < 0 else min(size, limit))
+            n = f.readinto(buf)
+            del buf[n:]  # the file shrank while being read
+            data = buf
     _check_header(path, data)
     return data
 
@@ -143,13 +156,13 @@ def read_file(path: str, limit: int = -1) -> bytearray:
 class Records:
     """The records of one file in file order, each a slice ``data[starts[i]:ends[i]]``.
 
-    ``data`` is the file's bytes, then the records that were split over
-    chunks, joined, then :data:`PAD` zero bytes (so that a fast path may read
-    a few bytes past any record); ``offsets`` are file offsets of each
-    record's first chunk.
+    ``data`` is the file's bytes (:func:`read_file`), where each record that
+    was split over chunks has been joined in place: its parts moved up
+    against its last part, over the chunk headers between them. ``offsets``
+    are file offsets of each record's first chunk.
     """
 
-    data: bytearray
+    data: Buffer
     offsets: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
@@ -209,13 +222,13 @@ def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
     return off[order], np.concatenate(lengths)[order], np.concatenate(types)[order], stops
 
 
-def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records:
-    """Split a whole file into records, checking every chunk's checksum (``data`` grows, see :class:`Records`)."""
+def frame(data: Buffer, path: str, lenient: bool, stats: LogStats) -> Records:
+    """Split a whole file into records, checking every chunk's checksum (joins records in ``data``, see :class:`Records`)."""
     a = np.frombuffer(data, np.uint8)
     off, length, kind, stops = _walk_blocks(a)
     start = off + CHUNK_HEADER_SIZE
     stop = start + length
-    # Checksums: one kernel call over all chunks.
+    # Checksums: one kernel call over all chunks (before any join moves data).
     stored = np.frombuffer(a[(off[:, None] + np.arange(4)).ravel()].tobytes(), "<u4")
     computed = np.frombuffer(crc32_chunks(data, start, stop, np.ascontiguousarray(kind, np.uint8)), np.uint32)
     for i in np.flatnonzero(stored != computed):
@@ -245,8 +258,8 @@ def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records
     off, start, stop, kind = off[keep], start[keep], stop[keep], kind[keep]
 
     single = kind == FULL
-    joined: list[tuple[int, bytes]] = []
-    pending: tuple[int, list[Any]] | None = None  # (offset, parts) of a FIRST..LAST run
+    joined: list[tuple[int, int, int]] = []  # (offset, start, end) of records joined in place
+    pending: tuple[int, list[tuple[int, int]]] | None = None  # (offset, parts) of a FIRST..LAST run
     prev_stop = -1
 
     def orphan(offset: int) -> None:
@@ -261,14 +274,15 @@ def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records
         if pending is not None and not (k in (MIDDLE, LAST) and follows):
             orphan(pending[0])
             pending = None
+        part = (int(start[i]), int(stop[i]))
         if k == FIRST:
-            pending = (o, [data[int(start[i]):int(stop[i])]])
+            pending = (o, [part])
         elif pending is None:
             orphan(o)
         else:
-            pending[1].append(data[int(start[i]):int(stop[i])])
+            pending[1].append(part)
             if k == LAST:
-                joined.append((pending[0], b"".join(pending[1])))
+                joined.append((pending[0], _join(data, pending[1]), part[1]))
                 pending = None
         prev_stop = int(stop[i])
     truncated_from = None
@@ -285,20 +299,28 @@ def frame(data: bytearray, path: str, lenient: bool, stats: LogStats) -> Records
     if truncated_from is not None:
         stats.truncated_bytes += len(data) - truncated_from
     offsets, starts, ends = off[single], start[single], stop[single]
-    del a  # no views of data are left: it can grow
     if joined:
-        at = len(data)
-        data += b"".join(payload for _, payload in joined)
-        sizes = np.array([len(payload) for _, payload in joined], np.int64)
-        j_ends = at + np.cumsum(sizes)
-        offsets = np.concatenate([offsets, np.array([o for o, _ in joined], np.int64)])
-        starts = np.concatenate([starts, j_ends - sizes])
-        ends = np.concatenate([ends, j_ends])
+        j = np.array(joined, np.int64).reshape(-1, 3)
+        offsets = np.concatenate([offsets, j[:, 0]])
+        starts = np.concatenate([starts, j[:, 1]])
+        ends = np.concatenate([ends, j[:, 2]])
         order = np.argsort(offsets, kind="stable")
         offsets, starts, ends = offsets[order], starts[order], ends[order]
-    data += bytes(PAD)
     stats.records += len(offsets)
     return Records(data, offsets, starts, ends)
+
+
+def _join(data: Buffer, parts: list[tuple[int, int]]) -> int:
+    """Move the ``(start, stop)`` parts of one record up against its last part; returns where it starts.
+
+    Each part lands just before the (moved) part after it, over the chunk
+    headers and block padding between them, which have been read already.
+    """
+    to = parts[-1][0]
+    for s, e in reversed(parts[:-1]):
+        data[to - (e - s):to] = data[s:e]  # the right side is a copy: overlap is safe
+        to -= e - s
+    return to
 
 
 def _adjacent(stop: int, offset: int) -> bool:
