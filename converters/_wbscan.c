@@ -1,17 +1,20 @@
 /*
  * tbx.converters._wbscan: the C kernel of the .wandb reader's fast path.
  *
- * Three loops that numpy and the json module do too slowly on a big run
- * (millions of history and summary items), each with a pure-Python twin in
- * tbx/converters/wandb_fastpath.py that must return identical bytes (the
- * tests compare them):
+ * The loops that numpy and the json module do too slowly on a big run
+ * (hundreds of thousands of records, millions of history and summary
+ * items), each with a pure-Python twin (in wandb_framing.py and
+ * wandb_fastpath.py) that must return identical bytes (the tests compare
+ * them):
  *
- *   crc32_chunks  zlib's CRC-32 of each chunk's type byte and data;
- *   scan_items    the items (key, value_json) of History/SummaryRecords,
- *                 with every distinct key given a code in order of first
- *                 appearance;
- *   json_numbers  value_json texts that are plain JSON numbers, as doubles,
- *                 rounded exactly as Python's float() rounds them.
+ *   walk_chunks    the chunks of a range of blocks, each checked against its
+ *                  CRC-32 (zlib's, of the type byte and the data);
+ *   record_fields  where each Record's record_type field is, and its number;
+ *   scan_items     the items (key, value_json) of History/SummaryRecords,
+ *                  with every distinct key given a code in order of first
+ *                  appearance (or only the last item of each key);
+ *   json_numbers   value_json texts that are plain JSON numbers, as doubles,
+ *                  rounded exactly as Python's float() rounds them.
  *
  * The record layout it expects is documented in wandb_fastpath.py; anything
  * else marks the record "slow" and is left to protobuf.
@@ -80,59 +83,35 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
     return crc;
 }
 
-/* crc32_chunks(data, starts, stops, kinds) -> bytearray of uint32: crc32(kind byte + data[start:stop]) */
-static PyObject *py_crc32_chunks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* ------------------------------------------------------------ int64 columns */
+
+/* A column of int64 results, written straight into the bytearray returned (no copy at the end). */
+typedef struct {
+    PyObject *ba;
+    int64_t *v;
+    size_t n, cap;
+} column64;
+
+static int col_open(column64 *c, size_t cap)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "crc32_chunks(data, starts, stops, kinds) takes 4 arguments");
-        return NULL;
-    }
-    Py_buffer data = {0}, starts = {0}, stops = {0}, kinds = {0};
-    PyObject *out = NULL;
-    uint32_t *crc = NULL;
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
-    if (column(args[1], &starts, 8, "starts") < 0) goto fail_data;
-    if (column(args[2], &stops, 8, "stops") < 0) goto fail_starts;
-    if (column(args[3], &kinds, 1, "kinds") < 0) goto fail_stops;
-    Py_ssize_t n = starts.len / 8;
-    if (stops.len / 8 != n || kinds.len != n) {
-        PyErr_SetString(PyExc_ValueError, "crc32_chunks: starts, stops and kinds differ in length");
-        goto done;
-    }
-    const int64_t *s = starts.buf, *e = stops.buf;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (s[i] < 0 || e[i] < s[i] || e[i] > data.len) {
-            PyErr_Format(PyExc_ValueError, "crc32_chunks: chunk %zd [%lld, %lld) is outside the %zd-byte data",
-                         i, (long long)s[i], (long long)e[i], data.len);
-            goto done;
-        }
-    crc = PyMem_RawMalloc((size_t)(n ? n : 1) * 4);
-    if (!crc) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    const uint8_t *b = data.buf, *k = kinds.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t c = crc_update(0xFFFFFFFFu, &k[i], 1);
-        crc[i] = ~crc_update(c, b + s[i], (size_t)(e[i] - s[i]));
-    }
-    Py_END_ALLOW_THREADS
-    out = bytes_of(crc, (size_t)n, 4);
-done:
-    PyMem_RawFree(crc);
-    PyBuffer_Release(&kinds);
-fail_stops:
-    PyBuffer_Release(&stops);
-fail_starts:
-    PyBuffer_Release(&starts);
-fail_data:
-    PyBuffer_Release(&data);
-    return out;
+    c->ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(cap * 8));
+    if (!c->ba) return -1;
+    c->v = (int64_t *)PyByteArray_AS_STRING(c->ba);
+    c->n = 0;
+    c->cap = cap;
+    return 0;
 }
 
-/* ------------------------------------------------------------ growable int64 arrays */
+/* The bytearray, cut to what was written (a new reference; the column is emptied). */
+static PyObject *col_close(column64 *c)
+{
+    PyObject *ba = c->ba;
+    c->ba = NULL;
+    if (ba && PyByteArray_Resize(ba, (Py_ssize_t)(c->n * 8)) < 0) Py_CLEAR(ba);
+    return ba;
+}
 
+/* Scratch arrays in C memory. */
 typedef struct {
     int64_t *v;
     size_t n, cap;
@@ -150,12 +129,12 @@ static int vec_reserve(vec *a, size_t cap)
 
 static inline int vec_push(vec *a, int64_t x)
 {
-    if (a->n == a->cap && vec_reserve(a, a->cap ? a->cap * 2 : 1024) < 0) return -1;
+    if (a->n == a->cap && vec_reserve(a, a->cap ? a->cap * 2 : 64) < 0) return -1;
     a->v[a->n++] = x;
     return 0;
 }
 
-/* Equal short byte strings (keys); avoids a libc call per item. */
+/* Equal short byte strings (keys), without a libc call per item. */
 static inline int same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
 {
     while (n >= 8) {
@@ -190,35 +169,38 @@ static inline int short_varint(const uint8_t *b, int64_t len, int64_t p, int64_t
     return b1 < 0x80 ? 2 : 0;
 }
 
+/* The distinct keys met so far: an open-addressing table of codes, and per code its first
+ * key's bounds in the data; a small direct-mapped cache in front (keys repeat, in any order). */
 typedef struct {
     uint64_t hash;
     int64_t code; /* -1: empty */
 } slot;
 
+#define CACHE 256
+
 typedef struct {
     slot *slots;
     size_t mask, used;
-    vec head, end; /* per code: the first key's bytes data[head:end] */
+    vec head, end;
+    int64_t cache[CACHE];
 } keytab;
 
-static uint64_t key_hash(const uint8_t *p, size_t n)
+static inline uint64_t key_hash(const uint8_t *p, size_t n)
 {
     uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ull;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = (h ^ w) * 0x100000001B3ull;
-        h ^= h >> 29;
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
         p += 8;
         n -= 8;
     }
     if (n) {
         uint64_t w = 0;
         memcpy(&w, p, n);
-        h = (h ^ w) * 0x100000001B3ull;
-        h ^= h >> 29;
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
     }
-    return h * 0xFF51AFD7ED558CCDull;
+    return h ^ (h >> 32);
 }
 
 static int keytab_grow(keytab *t)
@@ -235,10 +217,19 @@ static int keytab_grow(keytab *t)
             s[j] = t->slots[i];
         }
         PyMem_RawFree(t->slots);
+    } else {
+        for (int i = 0; i < CACHE; i++) t->cache[i] = -1;
     }
     t->slots = s;
     t->mask = cap - 1;
     return 0;
+}
+
+static void keytab_free(keytab *t)
+{
+    PyMem_RawFree(t->slots);
+    PyMem_RawFree(t->head.v);
+    PyMem_RawFree(t->end.v);
 }
 
 /* The code of the key data[head:end] (a new one if unseen); -1 if out of memory. */
@@ -246,51 +237,148 @@ static int64_t keytab_code(keytab *t, const uint8_t *b, int64_t head, int64_t en
 {
     size_t n = (size_t)(end - head);
     uint64_t h = key_hash(b + head, n);
+    int64_t *cached = &t->cache[h & (CACHE - 1)];
+    int64_t c = *cached;
+    if (c >= 0 && (size_t)(t->end.v[c] - t->head.v[c]) == n && same_bytes(b + t->head.v[c], b + head, n)) return c;
     size_t j = h & t->mask;
     for (;; j = (j + 1) & t->mask) {
         slot *s = &t->slots[j];
         if (s->code < 0) break;
-        if (s->hash == h) {
-            int64_t c = s->code;
-            if ((size_t)(t->end.v[c] - t->head.v[c]) == n && same_bytes(b + t->head.v[c], b + head, n)) return c;
+        c = s->code;
+        if (s->hash == h && (size_t)(t->end.v[c] - t->head.v[c]) == n && same_bytes(b + t->head.v[c], b + head, n)) {
+            *cached = c;
+            return c;
         }
     }
-    int64_t c = (int64_t)t->head.n;
+    c = (int64_t)t->head.n;
     if (vec_push(&t->head, head) < 0 || vec_push(&t->end, end) < 0) return -1;
     t->slots[j].hash = h;
     t->slots[j].code = c;
+    *cached = c;
     if (++t->used * 2 > t->mask + 1 && keytab_grow(t) < 0) return -1;
     return c;
 }
 
-#define PREDICT 64 /* item positions whose last key is remembered */
+/* Parse the items of one record into code/vs/ve (emptied first). 1: the record has the
+ * expected shape; 0: it is slow; -1: out of memory. */
+static int record_items(const uint8_t *b, int64_t len, int64_t rstart, int64_t rend, int64_t tag_pos, int whole,
+                        keytab *t, vec *code, vec *vs, vec *ve)
+{
+    code->n = vs->n = ve->n = 0;
+    int64_t sub_len;
+    int size = short_varint(b, len, tag_pos + 1, &sub_len);
+    int64_t sub_start = tag_pos + 1 + size, sub_end = sub_start + sub_len;
+    if (size == 0 || sub_end > rend || sub_start - rstart < 3) return 0;
+    int64_t cur = sub_start;
+    while (cur + 1 < sub_end && AT(cur) == 0x0A) {
+        int64_t item_len, value_len;
+        int s = short_varint(b, len, cur + 1, &item_len);
+        if (!s) return 0;
+        int64_t head = cur + 1 + s, item_end = head + item_len;
+        cur = item_end;
+        /* the key: one "\x0a len text" (key) or "\x12 len text" parts (nested_key), each under 128 bytes */
+        int tag = AT(head), part = AT(head + 1);
+        if (!((tag == 0x12 || tag == 0x0A) && head + 1 < item_end && part < 0x80)) return 0;
+        int64_t key_end = head + 2 + part;
+        if (tag == 0x12) {
+            int parts = 1;
+            while (AT(key_end) == 0x12 && key_end + 1 < item_end) {
+                part = AT(key_end + 1);
+                if (parts == 16 || part >= 0x80) return 0;
+                key_end += 2 + part;
+                parts++;
+            }
+        }
+        /* the value: "\x82\x01 len json", ending the item */
+        s = AT(key_end) == 0x82 && AT(key_end + 1) == 0x01 ? short_varint(b, len, key_end + 2, &value_len) : 0;
+        int64_t value_start = key_end + 2 + s;
+        if (!s || value_len <= 0 || value_start + value_len != item_end) return 0;
+        /* a key's identity is its bytes after the first tag: "key" and a one-part "nested_key" are one path */
+        int64_t c = keytab_code(t, b, head + 1, key_end);
+        if (c < 0 || vec_push(code, c) < 0 || vec_push(vs, value_start) < 0 || vec_push(ve, item_end) < 0) return -1;
+    }
+    int64_t rest = sub_end - cur;
+    if (whole) return rest == 0;
+    /* only HistoryRecord.step (field 2) may follow the items */
+    return rest == 0 || (AT(cur) == 0x12 && AT(cur + 1) < 0x80 && rest == 2 + AT(cur + 1));
+}
+
+#undef AT
+
+/* The last item of each code in the current segment, by code, and the codes in order of first appearance. */
+typedef struct {
+    vec stamp, rec, vs, ve; /* per code: segment it was last met in (+1), and its last item */
+    vec order;              /* codes of the current segment, by first appearance */
+    int64_t segment;
+} lastitems;
+
+static int last_flush(lastitems *l, column64 *rec, column64 *code, column64 *vs, column64 *ve)
+{
+    for (size_t i = 0; i < l->order.n; i++) {
+        int64_t c = l->order.v[i];
+        rec->v[rec->n++] = l->rec.v[c];
+        code->v[code->n++] = c;
+        vs->v[vs->n++] = l->vs.v[c];
+        ve->v[ve->n++] = l->ve.v[c];
+    }
+    l->order.n = 0;
+    l->segment++;
+    return 0;
+}
+
+static int last_take(lastitems *l, int64_t r, const vec *code, const vec *vs, const vec *ve)
+{
+    for (size_t i = 0; i < code->n; i++) {
+        int64_t c = code->v[i];
+        while ((size_t)c >= l->stamp.n)
+            if (vec_push(&l->stamp, 0) < 0 || vec_push(&l->rec, 0) < 0 || vec_push(&l->vs, 0) < 0 ||
+                vec_push(&l->ve, 0) < 0)
+                return -1;
+        if (l->stamp.v[c] != l->segment + 1) {
+            l->stamp.v[c] = l->segment + 1;
+            if (vec_push(&l->order, c) < 0) return -1;
+        }
+        l->rec.v[c] = r;
+        l->vs.v[c] = vs->v[i];
+        l->ve.v[c] = ve->v[i];
+    }
+    return 0;
+}
 
 /*
- * scan_items(data, starts, ends, tag_pos, whole, slow) ->
+ * scan_items(data, starts, ends, tag_pos, whole, slow, last) ->
  *     (slow, rec, code, value_start, value_end, key_head, key_end)
  *
  * For each record r (data[starts[r]:ends[r]], its record_type tag at tag_pos[r]):
  * the items of the History/SummaryRecord there, or slow[r] = 1 when the
  * record has another shape (see wandb_fastpath.scan). slow (None or one byte
  * per record) marks records already known to be slow. Per item of the other
- * records, in record order: rec, the key's code, the value_json's bounds;
- * per code: the bounds of its first key (the part headers included).
+ * records, in record order: rec, the key's code (codes are numbered in order
+ * of first appearance; "key" and a one-part "nested_key" of the same text
+ * share one), the value_json's bounds; per code: the bounds of its first key
+ * (the part headers included).
+ *
+ * With last true, only the last item of each key in each segment (the
+ * records between two slow ones) is given, a segment's keys in order of
+ * first appearance: what applying a summary's updates needs.
  */
 static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "scan_items(data, starts, ends, tag_pos, whole, slow) takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_items(data, starts, ends, tag_pos, whole, slow, last) takes 7 arguments");
         return NULL;
     }
     Py_buffer data = {0}, starts = {0}, ends = {0}, tags = {0}, slow_in = {0};
-    int got_slow = 0;
-    PyObject *result = NULL;
-    uint8_t *slow = NULL;
-    vec rec = {0}, code = {0}, vstart = {0}, vend = {0};
-    keytab t = {0};
-    int64_t predicted[PREDICT];
-    int whole = PyObject_IsTrue(args[4]);
-    if (whole < 0) return NULL;
+    int got_slow = 0, oom = 0;
+    PyObject *result = NULL, *slow = NULL;
+    column64 out[4] = {{0}};
+    vec code = {0}, vs = {0}, ve = {0};
+    lastitems l = {{0}};
+    keytab t;
+    memset(&t, 0, sizeof t);
+    int whole = PyObject_IsTrue(args[4]), last = PyObject_IsTrue(args[6]);
+    if (whole < 0 || last < 0) return NULL;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
     if (column(args[1], &starts, 8, "starts") < 0) goto fail_data;
     if (column(args[2], &ends, 8, "ends") < 0) goto fail_starts;
@@ -304,125 +392,75 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "scan_items: starts, ends, tag_pos and slow differ in length");
         goto done;
     }
-    slow = PyMem_RawCalloc((size_t)(nrec ? nrec : 1), 1);
-    if (!slow || keytab_grow(&t) < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (int i = 0; i < PREDICT; i++) predicted[i] = -1;
     const uint8_t *b = data.buf;
     const int64_t len = data.len;
     const int64_t *rs = starts.buf, *re = ends.buf, *tp = tags.buf;
+    const uint8_t *si = got_slow ? slow_in.buf : NULL;
     /* Every item takes at least 8 bytes of its record ("\x0a" len "\x0a" len key "\x82\x01" len value):
-     * reserve that many once (pages never written are never touched). */
-    size_t bound = 1024;
+     * room for that many (pages never written are never touched). */
+    size_t bound = 0;
     for (Py_ssize_t r = 0; r < nrec; r++)
         if (re[r] > tp[r]) bound += (size_t)(re[r] - tp[r]) / 8;
-    if (vec_reserve(&rec, bound) < 0 || vec_reserve(&code, bound) < 0 || vec_reserve(&vstart, bound) < 0 ||
-        vec_reserve(&vend, bound) < 0) {
+    slow = PyByteArray_FromStringAndSize(NULL, nrec);
+    if (!slow) goto done;
+    uint8_t *sl = (uint8_t *)PyByteArray_AS_STRING(slow);
+    for (int i = 0; i < 4; i++)
+        if (col_open(&out[i], bound) < 0) goto done;
+    if (keytab_grow(&t) < 0) {
         PyErr_NoMemory();
         goto done;
     }
-    const uint8_t *si = got_slow ? slow_in.buf : NULL;
-    int oom = 0;
-    for (Py_ssize_t r = 0; r < nrec && !oom; r++) {
-        if (si && si[r]) {
-            slow[r] = 1;
+    for (Py_ssize_t r = 0; r < nrec; r++) {
+        int ok = si && si[r] ? 0 : record_items(b, len, rs[r], re[r], tp[r], whole, &t, &code, &vs, &ve);
+        if (ok < 0) {
+            oom = 1;
+            break;
+        }
+        sl[r] = !ok;
+        if (!ok) {
+            if (last) last_flush(&l, &out[0], &out[1], &out[2], &out[3]);
             continue;
         }
-        int64_t sub_len, sub_start, sub_end;
-        int size = short_varint(b, len, tp[r] + 1, &sub_len);
-        sub_start = tp[r] + 1 + size;
-        sub_end = sub_start + sub_len;
-        if (size == 0 || sub_end > re[r] || sub_start - rs[r] < 3) {
-            slow[r] = 1;
-            continue;
-        }
-        size_t first_item = rec.n;
-        int ok = 1, k = 0;
-        int64_t cur = sub_start;
-        while (cur + 1 < sub_end && AT(cur) == 0x0A) {
-            int64_t item_len, value_len;
-            int s = short_varint(b, len, cur + 1, &item_len);
-            if (!s) {
-                ok = 0;
-                break;
-            }
-            int64_t head = cur + 1 + s, item_end = head + item_len;
-            cur = item_end;
-            /* the key: one "\x0a len text" (key) or "\x12 len text" parts (nested_key), each under 128 bytes */
-            int tag = AT(head), part = AT(head + 1);
-            if (!((tag == 0x12 || tag == 0x0A) && head + 1 < item_end && part < 0x80)) {
-                ok = 0;
-                break;
-            }
-            int64_t key_end = head + 2 + part;
-            if (tag == 0x12) {
-                int parts = 1;
-                while (AT(key_end) == 0x12 && key_end + 1 < item_end) {
-                    part = AT(key_end + 1);
-                    if (parts == 16 || part >= 0x80) {
-                        ok = 0;
-                        break;
-                    }
-                    key_end += 2 + part;
-                    parts++;
-                }
-                if (!ok) break;
-            }
-            /* the value: "\x82\x01 len json", ending the item */
-            s = AT(key_end) == 0x82 && AT(key_end + 1) == 0x01 ? short_varint(b, len, key_end + 2, &value_len) : 0;
-            int64_t value_start = key_end + 2 + s;
-            if (!s || value_len <= 0 || value_start + value_len != item_end) {
-                ok = 0;
-                break;
-            }
-            int64_t c = k < PREDICT ? predicted[k] : -1;
-            if (c < 0 || t.end.v[c] - t.head.v[c] != key_end - head ||
-                !same_bytes(b + t.head.v[c], b + head, (size_t)(key_end - head))) {
-                c = keytab_code(&t, b, head, key_end);
-                if (c < 0) {
-                    oom = 1;
-                    break;
-                }
-                if (k < PREDICT) predicted[k] = c;
-            }
-            if (vec_push(&rec, r) < 0 || vec_push(&code, c) < 0 || vec_push(&vstart, value_start) < 0 ||
-                vec_push(&vend, item_end) < 0) {
+        if (last) {
+            if (last_take(&l, r, &code, &vs, &ve) < 0) {
                 oom = 1;
                 break;
             }
-            k++;
+            continue;
         }
-        if (oom) break;
-        if (ok) {
-            int64_t rest = sub_end - cur;
-            if (whole)
-                ok = rest == 0;
-            else if (rest != 0) /* only HistoryRecord.step (field 2) may follow the items */
-                ok = AT(cur) == 0x12 && AT(cur + 1) < 0x80 && rest == 2 + AT(cur + 1);
-        }
-        if (!ok) {
-            slow[r] = 1;
-            rec.n = code.n = vstart.n = vend.n = first_item;
+        for (size_t i = 0; i < code.n; i++) {
+            out[0].v[out[0].n++] = r;
+            out[1].v[out[1].n++] = code.v[i];
+            out[2].v[out[2].n++] = vs.v[i];
+            out[3].v[out[3].n++] = ve.v[i];
         }
     }
     if (oom) {
         PyErr_NoMemory();
         goto done;
     }
-    result = Py_BuildValue("(NNNNNNN)", bytes_of(slow, (size_t)nrec, 1), bytes_of(rec.v, rec.n, 8),
-                           bytes_of(code.v, code.n, 8), bytes_of(vstart.v, vstart.n, 8), bytes_of(vend.v, vend.n, 8),
-                           bytes_of(t.head.v, t.head.n, 8), bytes_of(t.end.v, t.end.n, 8));
+    if (last) last_flush(&l, &out[0], &out[1], &out[2], &out[3]);
+    PyObject *cols[4];
+    for (int i = 0; i < 4; i++) cols[i] = col_close(&out[i]);
+    for (size_t i = 0; i < t.head.n; i++) t.head.v[i]--; /* back to the first tag */
+    if (cols[0] && cols[1] && cols[2] && cols[3])
+        result = Py_BuildValue("(ONNNNNN)", slow, cols[0], cols[1], cols[2], cols[3],
+                               PyByteArray_FromStringAndSize((const char *)t.head.v, (Py_ssize_t)(t.head.n * 8)),
+                               PyByteArray_FromStringAndSize((const char *)t.end.v, (Py_ssize_t)(t.end.n * 8)));
+    else
+        for (int i = 0; i < 4; i++) Py_XDECREF(cols[i]);
 done:
-    PyMem_RawFree(slow);
-    PyMem_RawFree(rec.v);
+    Py_XDECREF(slow);
+    for (int i = 0; i < 4; i++) Py_XDECREF(out[i].ba);
     PyMem_RawFree(code.v);
-    PyMem_RawFree(vstart.v);
-    PyMem_RawFree(vend.v);
-    PyMem_RawFree(t.slots);
-    PyMem_RawFree(t.head.v);
-    PyMem_RawFree(t.end.v);
+    PyMem_RawFree(vs.v);
+    PyMem_RawFree(ve.v);
+    PyMem_RawFree(l.stamp.v);
+    PyMem_RawFree(l.rec.v);
+    PyMem_RawFree(l.vs.v);
+    PyMem_RawFree(l.ve.v);
+    PyMem_RawFree(l.order.v);
+    keytab_free(&t);
     if (got_slow) PyBuffer_Release(&slow_in);
 fail_tags:
     PyBuffer_Release(&tags);
@@ -435,7 +473,246 @@ fail_data:
     return result;
 }
 
-#undef AT
+/* ------------------------------------------------------------ walk_chunks */
+
+#define BLOCK 32768
+#define CHUNK_HEADER 7
+#define LOG_HEADER 7
+enum { STOP_CUT = 0, STOP_ZEROED = 1, STOP_BAD_TYPE = 2, STOP_TOO_LONG = 3 };
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    while (n--)
+        if (*p++) return 0;
+    return 1;
+}
+
+/*
+ * walk_chunks(data, block_lo, block_hi) -> (off, length, kind, crc_ok, stop_off, stop_why, stop_value)
+ *
+ * The chunks of blocks block_lo .. block_hi-1 of a .wandb file (32 KiB blocks
+ * counted from the start of the file, the first after the 7-byte header), in
+ * order: file offset of the header, data length, type, and whether the
+ * stored CRC-32 (of the type byte and the data) matches. A block is walked
+ * until a chunk header makes no sense; each such place is a stop, with why
+ * (STOP_*) and a value (the type or length at fault).
+ */
+static PyObject *py_walk_chunks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "walk_chunks(data, block_lo, block_hi) takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer data = {0};
+    Py_ssize_t lo = PyLong_AsSsize_t(args[1]), hi = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = NULL, *kinds = NULL, *oks = NULL;
+    column64 off = {0}, length = {0};
+    vec stop_off = {0}, stop_why = {0}, stop_value = {0};
+    const int64_t n = data.len;
+    const int64_t nblocks = (n + BLOCK - 1) / BLOCK;
+    if (lo < 0) lo = 0;
+    if (hi > nblocks) hi = nblocks;
+    if (hi < lo) hi = lo;
+    int64_t span = (hi > lo ? (hi - lo) * (int64_t)BLOCK : 0);
+    size_t bound = (size_t)(span / CHUNK_HEADER) + 1;
+    if (col_open(&off, bound) < 0 || col_open(&length, bound) < 0) goto done;
+    kinds = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    oks = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    if (!kinds || !oks) goto done;
+    uint8_t *kd = (uint8_t *)PyByteArray_AS_STRING(kinds), *ok = (uint8_t *)PyByteArray_AS_STRING(oks);
+    const uint8_t *b = data.buf;
+    int oom = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t blk = lo; blk < hi && !oom; blk++) {
+        int64_t p = blk ? blk * (int64_t)BLOCK : LOG_HEADER;
+        int64_t e = (blk + 1) * (int64_t)BLOCK < n ? (blk + 1) * (int64_t)BLOCK : n;
+        for (;;) {
+            int64_t room = e - p;
+            int why = -1;
+            int64_t value = 0;
+            if (room < CHUNK_HEADER) {
+                if (room > 0 && e == n) why = STOP_CUT; /* a chunk header being written */
+                if (why < 0) break;                     /* block padding */
+            } else {
+                int64_t len = b[p + 4] | (int64_t)b[p + 5] << 8;
+                int kind = b[p + 6];
+                int64_t next = p + CHUNK_HEADER + len;
+                int good_kind = kind >= 1 && kind <= 4;
+                if (next <= e && good_kind) {
+                    uint8_t k8 = (uint8_t)kind;
+                    uint32_t c = ~crc_update(crc_update(0xFFFFFFFFu, &k8, 1), b + p + CHUNK_HEADER, (size_t)len);
+                    uint32_t stored = b[p] | (uint32_t)b[p + 1] << 8 | (uint32_t)b[p + 2] << 16 | (uint32_t)b[p + 3] << 24;
+                    off.v[off.n++] = p;
+                    length.v[length.n++] = len;
+                    kd[off.n - 1] = k8;
+                    ok[off.n - 1] = c == stored;
+                    p = next;
+                    continue;
+                }
+                if (next > e && e == n && good_kind) {
+                    why = STOP_CUT;
+                } else if (kind == 0 && len == 0 && all_zero(b + p, 4)) {
+                    /* zeros up to the end of the file: space the writer never filled */
+                    why = e == n && all_zero(b + p, (size_t)(n - p)) ? STOP_CUT : STOP_ZEROED;
+                } else if (!good_kind) {
+                    why = STOP_BAD_TYPE;
+                    value = kind;
+                } else {
+                    why = STOP_TOO_LONG;
+                    value = len;
+                }
+            }
+            if (vec_push(&stop_off, p) < 0 || vec_push(&stop_why, why) < 0 || vec_push(&stop_value, value) < 0)
+                oom = 1;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t count = off.n;
+    PyObject *o = col_close(&off), *l = col_close(&length);
+    if (o && l && PyByteArray_Resize(kinds, (Py_ssize_t)count) == 0 && PyByteArray_Resize(oks, (Py_ssize_t)count) == 0) {
+        uint8_t *why8 = PyMem_RawMalloc(stop_why.n ? stop_why.n : 1);
+        if (why8) {
+            for (size_t i = 0; i < stop_why.n; i++) why8[i] = (uint8_t)stop_why.v[i];
+            result = Py_BuildValue("(NNOONNN)", o, l, kinds, oks, bytes_of(stop_off.v, stop_off.n, 8),
+                                   bytes_of(why8, stop_why.n, 1), bytes_of(stop_value.v, stop_value.n, 8));
+            o = l = NULL;
+            PyMem_RawFree(why8);
+        } else {
+            PyErr_NoMemory();
+        }
+    }
+    Py_XDECREF(o);
+    Py_XDECREF(l);
+done:
+    Py_XDECREF(off.ba);
+    Py_XDECREF(length.ba);
+    Py_XDECREF(kinds);
+    Py_XDECREF(oks);
+    PyMem_RawFree(stop_off.v);
+    PyMem_RawFree(stop_why.v);
+    PyMem_RawFree(stop_value.v);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* ------------------------------------------------------------ record_fields */
+
+/* A varint at p (at most 10 bytes, within end): its value, or -1 with *next = end. */
+static int64_t uvarint(const uint8_t *b, int64_t p, int64_t end, int64_t *next)
+{
+    uint64_t v = 0;
+    for (int shift = 0; p < end && shift < 64; shift += 7) {
+        uint8_t c = b[p++];
+        v |= (uint64_t)(c & 0x7F) << shift;
+        if (c < 0x80) {
+            *next = p;
+            return (int64_t)(v & 0x7FFFFFFFFFFFFFFFull);
+        }
+    }
+    *next = end;
+    return -1;
+}
+
+static int leading_field(int64_t f) { return f == 1 || f == 16 || f == 19 || f == 200; }
+
+/* Where a Record's record_type field starts and its number, scanning past the leading fields. */
+static void oneof_field(const uint8_t *b, int64_t p, int64_t end, int64_t *pos, int64_t *field)
+{
+    while (p < end) {
+        int64_t q, tag = uvarint(b, p, end, &q);
+        if (tag < 0) break;
+        int64_t f = tag >> 3, wire = tag & 7;
+        if (!leading_field(f)) {
+            *pos = p;
+            *field = f;
+            return;
+        }
+        if (wire == 0) {
+            uvarint(b, q, end, &p);
+        } else if (wire == 2) {
+            int64_t length = uvarint(b, q, end, &q);
+            if (length < 0 || length > end - q) break;
+            p = q + length;
+        } else if (wire == 1 || wire == 5) {
+            p = q + (wire == 1 ? 8 : 4);
+        } else {
+            break;
+        }
+    }
+    *pos = end;
+    *field = 0;
+}
+
+/* record_fields(data, starts, ends) -> (tag_pos, field): see wandb_fastpath.record_fields */
+static PyObject *py_record_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "record_fields(data, starts, ends) takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer data = {0}, starts = {0}, ends = {0};
+    PyObject *result = NULL;
+    column64 pos = {0}, field = {0};
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    if (column(args[1], &starts, 8, "starts") < 0) goto fail_data;
+    if (column(args[2], &ends, 8, "ends") < 0) goto fail_starts;
+    Py_ssize_t n = starts.len / 8;
+    const int64_t *s = starts.buf, *e = ends.buf;
+    const int64_t len = data.len;
+    if (ends.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "record_fields: starts and ends differ in length");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] < 0 || e[i] < s[i] || e[i] > len) {
+            PyErr_Format(PyExc_ValueError, "record_fields: record %zd [%lld, %lld) is outside the %zd-byte data",
+                         i, (long long)s[i], (long long)e[i], data.len);
+            goto done;
+        }
+    if (col_open(&pos, (size_t)n) < 0 || col_open(&field, (size_t)n) < 0) goto done;
+    const uint8_t *b = data.buf;
+#define BYTE(p) ((p) < len ? b[(p)] : b[len - 1])
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* the common shape: num (a varint of at most 10 bytes), then a one-byte tag */
+        int has_num = e[i] > s[i] && BYTE(s[i]) == 0x08;
+        int64_t p = s[i] + has_num;
+        if (has_num) {
+            for (int k = 0; k < 10 && (BYTE(p) & 0x80); k++) p++;
+            p++;
+        }
+        int tag = p < e[i] ? BYTE(p) : 0;
+        if (!has_num || tag >= 0x80 || p >= e[i]) {
+            oneof_field(b, s[i], e[i], &pos.v[i], &field.v[i]);
+        } else {
+            pos.v[i] = p;
+            field.v[i] = tag >> 3;
+        }
+    }
+#undef BYTE
+    pos.n = field.n = (size_t)n;
+    PyObject *p = col_close(&pos), *f = col_close(&field);
+    if (p && f) result = Py_BuildValue("(NN)", p, f);
+    else {
+        Py_XDECREF(p);
+        Py_XDECREF(f);
+    }
+done:
+    Py_XDECREF(pos.ba);
+    Py_XDECREF(field.ba);
+    PyBuffer_Release(&ends);
+fail_starts:
+    PyBuffer_Release(&starts);
+fail_data:
+    PyBuffer_Release(&data);
+    return result;
+}
 
 /* ------------------------------------------------------------ json_numbers */
 
@@ -464,25 +741,84 @@ static double round_to_double(u128 q, int sticky, int scale)
     return ldexp((double)mant, shift + scale);
 }
 
-/* w * 10**e10 correctly rounded, for w < 2**64, w > 0; 0 when it cannot be done here. */
+/* Reciprocals of 10**k, k = 1..MAX_K: recip[k] = floor(2**(127 + bits(10**k)) / 10**k), a 128-bit
+ * number with its top bit set, found by long division at import (10**38 < 2**127 keeps it in u128). */
+#define MAX_K 38
+static u128 recip[MAX_K + 1];
+static int recip_bits[MAX_K + 1];
+
+static void recip_init(void)
+{
+    u128 d = 1;
+    for (int k = 1; k <= MAX_K; k++) {
+        d *= 10;
+        int L = bitlen128(d), top = 127 + L;
+        u128 q = 0, rem = 0;
+        for (int i = top; i >= 0; i--) {
+            rem = (rem << 1) | (u128)(i == top);
+            if (rem >= d) {
+                rem -= d;
+                if (i < 128) q |= (u128)1 << i;
+            }
+        }
+        recip[k] = q;
+        recip_bits[k] = L;
+    }
+}
+
+/* w / 10**k correctly rounded, by exact division (slow: a 128-bit division). */
+static double divide_exact(uint64_t w, u128 p10)
+{
+    int s = 128 - bitlen128((u128)w);
+    u128 n = (u128)w << s;
+    return round_to_double(n / p10, n % p10 != 0, -s);
+}
+
+/* w * 10**e10 correctly rounded, for 0 < w < 2**64; 0 when it cannot be done here.
+ *
+ * For e10 < 0 the quotient w / 10**k is w * recip[k] (a 192-bit product P)
+ * scaled by a power of two; recip[k] is 10**-k rounded down, so the true
+ * product lies in [P, P + 2**64). The top 53 bits of P are the double's;
+ * when no value of that interval can cross the half-way point between two
+ * doubles or the next double, P decides the rounding. Otherwise (about one
+ * value in 2**70) the exact division does. */
 static int exact_decimal(uint64_t w, int64_t e10, double *out)
 {
-    u128 p10 = 1;
     if (e10 >= 0) {
         if (e10 > 19) return 0;
+        u128 p10 = 1;
         for (int64_t i = 0; i < e10; i++) p10 *= 10;
         *out = round_to_double((u128)w * p10, 0, 0);
         return 1;
     }
-    if (e10 < -22) return 0; /* 10**22 < 2**74: the quotient below keeps at least 54 bits */
-    for (int64_t i = 0; i < -e10; i++) p10 *= 10;
-    int s = 128 - bitlen128((u128)w);
-    u128 n = (u128)w << s;
-    u128 q = n / p10;
-    *out = round_to_double(q, n % p10 != 0, -s);
+    int k = (int)-e10;
+    if (k > MAX_K) return 0;
+    int lz = __builtin_clzll(w);
+    uint64_t wn = w << lz;
+    u128 r = recip[k];
+    u128 lo = (u128)wn * (uint64_t)r, hi = (u128)wn * (uint64_t)(r >> 64);
+    u128 mid = (lo >> 64) + (uint64_t)hi;
+    uint64_t p2 = (uint64_t)(hi >> 64) + (uint64_t)(mid >> 64), p1 = (uint64_t)mid;
+    /* P = p2:p1:(low word) lies in [2**190, 2**192); the mantissa is its top 53 bits. */
+    int shift = (p2 >> 63) ? 139 : 138;
+    uint64_t mant = p2 >> (shift - 128);
+    /* X: the bits of P between bit 64 and the mantissa; the half-way point is at X == half. */
+    u128 x = ((u128)(p2 & ((1ull << (shift - 128)) - 1)) << 64) | p1;
+    u128 half = (u128)1 << (shift - 65);
+    int scale = shift - lz - 127 - recip_bits[k];
+    if (x + 2 <= half) {
+        *out = ldexp((double)mant, scale);
+    } else if (x > half && x + 2 <= 2 * half) {
+        *out = ldexp((double)(mant + 1), scale);
+    } else {
+        u128 p10 = 1;
+        for (int i = 0; i < k; i++) p10 *= 10;
+        *out = divide_exact(w, p10);
+    }
     return 1;
 }
 #else
+static void recip_init(void) {}
 static int exact_decimal(uint64_t w, int64_t e10, double *out) { return 0; }
 #endif
 
@@ -628,10 +964,12 @@ fail_data:
 /* ------------------------------------------------------------ module */
 
 static PyMethodDef wbscan_methods[] = {
-    {"crc32_chunks", (PyCFunction)(void (*)(void))py_crc32_chunks, METH_FASTCALL,
-     "crc32_chunks(data, starts, stops, kinds, /) -> bytearray: uint32 zlib.crc32 of each kind byte + chunk."},
+    {"walk_chunks", (PyCFunction)(void (*)(void))py_walk_chunks, METH_FASTCALL,
+     "walk_chunks(data, block_lo, block_hi, /) -> (off, length, kind, crc_ok, stop_off, stop_why, stop_value)."},
+    {"record_fields", (PyCFunction)(void (*)(void))py_record_fields, METH_FASTCALL,
+     "record_fields(data, starts, ends, /) -> (tag_pos, field): where each Record's record_type field is."},
     {"scan_items", (PyCFunction)(void (*)(void))py_scan_items, METH_FASTCALL,
-     "scan_items(data, starts, ends, tag_pos, whole, slow, /) -> (slow, rec, code, value_start, value_end, "
+     "scan_items(data, starts, ends, tag_pos, whole, slow, last, /) -> (slow, rec, code, value_start, value_end, "
      "key_head, key_end)."},
     {"json_numbers", (PyCFunction)(void (*)(void))py_json_numbers, METH_FASTCALL,
      "json_numbers(data, starts, ends, /) -> (float64 values, uint8 kinds: 0 other, 1 float, 2 exact int)."},
@@ -647,5 +985,6 @@ static struct PyModuleDef wbscan_module = {
 PyMODINIT_FUNC PyInit__wbscan(void)
 {
     crc_init();
+    recip_init();
     return PyModule_Create(&wbscan_module);
 }

@@ -63,7 +63,7 @@ def _uvarint(buf: Any, p: int, end: int) -> tuple[int, int]:
         p += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
-            return value, p
+            return value & 0x7FFFFFFFFFFFFFFF, p  # as the C kernel keeps it
         shift += 7
     return -1, end
 
@@ -81,7 +81,7 @@ def _oneof_field(buf: Any, p: int, end: int) -> tuple[int, int]:
             p = _uvarint(buf, q, end)[1]
         elif wire == 2:
             length, q = _uvarint(buf, q, end)
-            if length < 0:
+            if length < 0 or length > end - q:
                 break
             p = q + length
         elif wire in (1, 5):
@@ -92,15 +92,23 @@ def _oneof_field(buf: Any, p: int, end: int) -> tuple[int, int]:
 
 
 def record_fields(recs: Records) -> tuple[np.ndarray, np.ndarray]:
-    """Position of the ``record_type`` tag and its field number, for each single-chunk record.
+    """Position of the ``record_type`` tag and its field number, for each record (see :func:`record_fields_pure`)."""
+    pos, field = _record_fields(recs.data, np.ascontiguousarray(recs.starts, np.int64),
+                                np.ascontiguousarray(recs.ends, np.int64))
+    return np.frombuffer(pos, np.int64), np.frombuffer(field, np.int64)
+
+
+def record_fields_pure(data: Any, starts: np.ndarray, ends: np.ndarray) -> tuple[bytearray, bytearray]:
+    """The twin of the C ``record_fields``: where each record's ``record_type`` tag is, and its field number.
 
     The common shape, ``num`` then a one-byte tag, is found for all records at
     once; the others (records with ``control`` or ``_info`` first, or a field
-    number over 15) are scanned one by one.
+    number over 15) are scanned one by one. Bytes (int64 arrays) out.
     """
-    a = np.frombuffer(recs.data, np.uint8)
-    starts, ends = recs.starts, recs.ends
+    a = np.frombuffer(data, np.uint8)
     n = len(a)
+    if not len(starts):
+        return bytearray(), bytearray()
     has_num = (a[np.minimum(starts, n - 1)] == 0x08) & (ends > starts)
     p = starts + has_num
     more = has_num.copy()
@@ -114,8 +122,8 @@ def record_fields(recs: Records) -> tuple[np.ndarray, np.ndarray]:
     field = (tag >> 3).astype(np.int64)
     unsure = ~has_num | (tag >= 0x80) | (p >= ends)
     for i in np.flatnonzero(unsure).tolist():
-        p[i], field[i] = _oneof_field(recs.data, int(starts[i]), int(ends[i]))
-    return p, field
+        p[i], field[i] = _oneof_field(data, int(starts[i]), int(ends[i]))
+    return bytearray(p.astype(np.int64).tobytes()), bytearray(field.tobytes())
 
 
 #: Joins the parts of a nested key in fast-path rows (a key part with a quote goes the slow way).
@@ -267,17 +275,19 @@ class Items:
 
 
 def fast_items(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
-               slow: np.ndarray | None = None) -> Items:
+               slow: np.ndarray | None = None, last: bool = False) -> Items:
     """:func:`scan_items` over the records ``rows_idx``, then each distinct key decoded once.
 
     A record with a key that is not UTF-8 is left to protobuf (which
-    reports it).
+    reports it). With ``last``, only the last item of each key in each
+    segment (the records between two left to protobuf), a segment's keys in
+    order of first appearance.
     """
     data = recs.data
     starts, ends = recs.starts[rows_idx], recs.ends[rows_idx]
     tag_pos = np.ascontiguousarray(tag_pos, np.int64)
     while True:
-        out = scan_items(data, starts, ends, tag_pos, whole, None if slow is None else slow.view(np.uint8))
+        out = scan_items(data, starts, ends, tag_pos, whole, None if slow is None else slow.view(np.uint8), last)
         slow = np.frombuffer(out[0], np.uint8).view(bool)
         rec, code, value_start, value_end, heads, key_ends = (np.frombuffer(o, np.int64) for o in out[1:])
         found = [key_path(data, h, e) for h, e in zip(heads.tolist(), key_ends.tolist())]
@@ -418,16 +428,16 @@ def fast_rows(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: b
 # --- the kernel: C, or the twin below -----------------------------------------------
 
 def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_pos: np.ndarray, whole: bool,
-                    slow: np.ndarray | None) -> tuple[bytearray, ...]:
+                    slow: np.ndarray | None, last: bool) -> tuple[bytearray, ...]:
     """The twin of the C ``scan_items``: :func:`scan`, then :func:`key_codes`, codes renumbered
-    in order of first appearance; the same bytes out."""
+    in order of first appearance (then, with ``last``, :func:`last_items`); the same bytes out."""
     data = bytearray(data) + bytes(16)  # the C kernel reads zeros past the end; numpy's reads clamp
     sc = scan(data, np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(tag_pos, np.int64),
               bool(whole), None if slow is None else np.asarray(slow).astype(bool))
     keep = ~sc.slow[sc.rec]
     rec, head, key_end = sc.rec[keep], sc.key_head[keep], sc.key_end[keep]
     if len(rec):
-        code, _ = key_codes(data, head, key_end)
+        code, _ = key_codes(data, head + 1, key_end)  # after the first tag: key "x" is nested_key ["x"]
         _, first = np.unique(code, return_index=True)  # first item of each code
         order = np.argsort(first)
         renumber = np.empty(len(order), np.int64)
@@ -435,9 +445,28 @@ def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_p
         code, firsts = renumber[code], first[order]
     else:
         code = firsts = np.empty(0, np.int64)
+    value_start, value_end = sc.value_start[keep], sc.value_end[keep]
+    if last:
+        at = last_items(sc.slow, rec, code)
+        rec, code, value_start, value_end = rec[at], code[at], value_start[at], value_end[at]
     return tuple(bytearray(np.ascontiguousarray(x, dtype).tobytes()) for x, dtype in (
-        (sc.slow, np.uint8), (rec, np.int64), (code, np.int64), (sc.value_start[keep], np.int64),
-        (sc.value_end[keep], np.int64), (head[firsts], np.int64), (key_end[firsts], np.int64)))
+        (sc.slow, np.uint8), (rec, np.int64), (code, np.int64), (value_start, np.int64),
+        (value_end, np.int64), (head[firsts], np.int64), (key_end[firsts], np.int64)))
+
+
+def last_items(slow: np.ndarray, rec: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Of items ``rec``/``code`` (in record order), the last of each code in each segment of
+    records between two ``slow`` ones: segments in order, a segment's codes by first appearance."""
+    if not len(rec):
+        return np.empty(0, np.int64)
+    seg = np.cumsum(slow)[rec]
+    key = seg * (int(code.max()) + 1) + code
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    ends = np.append(starts[1:], len(k))
+    first, lastof = order[starts], order[ends - 1]
+    return lastof[np.argsort(first, kind="stable")]
 
 
 _JSON_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
@@ -472,6 +501,7 @@ def json_numbers_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray) -> 
 
 
 scan_items = _kernel.scan_items if _kernel is not None else scan_items_pure
+_record_fields = _kernel.record_fields if _kernel is not None else record_fields_pure
 json_numbers = _kernel.json_numbers if _kernel is not None else json_numbers_pure
 
 

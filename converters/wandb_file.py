@@ -502,15 +502,27 @@ def _read_summary(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray, n
     idx = np.flatnonzero(kinds == FIELD_SUMMARY)
     data = recs.data
     slow = None
+    every = False  # whether the kernel must give every item, not only each key's last of a segment
     while True:  # until every value to decode is JSON (a record whose value is not goes to protobuf)
-        items = fast_items(recs, idx, tag_pos[idx], True, slow)
+        items = fast_items(recs, idx, tag_pos[idx], True, slow, last=not every)
         slow, rec, pid, path_of = items.slow, items.rec, items.pid, items.paths
         # Segment of each item: how many records left to protobuf come before its record.
         seg = np.cumsum(slow)[rec]
         bounds = np.searchsorted(seg, np.arange(int(slow.sum()) + 2)).tolist()
         plan: list[list[tuple[tuple[str, ...], int]]] = []  # per segment: (path, item) to set, in order
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            plan.append(_segment_plan(pid[lo:hi], path_of, lo))
+            if every:
+                plan.append(_segment_plan(pid[lo:hi], path_of, lo))
+                continue
+            # The kernel's last items are per key bytes: two spellings of one path, or a path
+            # that is a parent of another, need every item.
+            used = [path_of[p] for p in pid[lo:hi].tolist()]
+            if len(set(used)) < len(used) or not {p[:k] for p in used for k in range(1, len(p))}.isdisjoint(used):
+                every = True
+                break
+            plan.append(list(zip(used, range(lo, hi))))
+        if every and len(plan) < len(bounds) - 1:
+            continue
         value_start, value_end = items.value_start, items.value_end
         values: dict[int, Any] = {}
         undecodable = []

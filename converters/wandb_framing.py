@@ -19,9 +19,10 @@ every block starts with a chunk header); a cut-off end of file is the normal
 end of a run still being written. With ``lenient=False`` damage raises
 :class:`tbx.errors.DataLossError` instead (a cut-off end still does not).
 
-Framing walks all blocks of a file at once with numpy and checks every
-checksum with one call of the reader's C kernel (``crc32_chunks``; its twin
-maps ``zlib.crc32`` over the chunks); the records stay slices of the
+Framing walks the blocks of a file and checks every checksum with the
+reader's C kernel (``walk_chunks``, two halves of a big file on two threads;
+its twin walks all blocks at once with numpy and maps ``zlib.crc32`` over
+the chunks); the records stay slices of the
 file's bytes (:class:`Records`) until a decoder needs them. A record split
 over chunks is joined once and appended to those bytes, so that every record
 is a slice of one buffer and the fast paths treat all records alike.
@@ -33,6 +34,7 @@ import dataclasses
 import mmap
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any, Union
@@ -66,18 +68,6 @@ if os.environ.get("TBX_PURE", "") in ("", "0"):
 KERNEL = "native" if _kernel is not None else "pure"
 
 
-def crc32_chunks_pure(data: bytearray, starts: np.ndarray, stops: np.ndarray, kinds: np.ndarray) -> bytearray:
-    """The twin of the C ``crc32_chunks``: ``zlib.crc32`` of each chunk's type byte and data (uint32s)."""
-    view = memoryview(data)
-    crc = np.fromiter(
-        map(zlib.crc32, map(view.__getitem__, map(slice, np.asarray(starts).tolist(), np.asarray(stops).tolist())),
-            map(_CRC_OF_TYPE.__getitem__, np.asarray(kinds).tolist())),
-        dtype=np.uint32, count=len(starts))
-    view.release()
-    return bytearray(crc.tobytes())
-
-
-crc32_chunks = _kernel.crc32_chunks if _kernel is not None else crc32_chunks_pure
 
 
 class LogFormatError(TbxError, ValueError):
@@ -168,20 +158,35 @@ class Records:
     ends: np.ndarray
 
 
-def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """Chunk headers of every block, all blocks walked at once.
+# Why a block stops making sense (walk_chunks' stop_why); a cut-off end of file is not damage.
+STOP_CUT, STOP_ZEROED, STOP_BAD_TYPE, STOP_TOO_LONG = 0, 1, 2, 3
 
-    Returns the offsets, lengths and types of the chunks whose header makes
-    sense (sorted by offset) and ``(offset, why)`` of each place where a
-    block stops making sense (``why`` is ``"cut"`` at the end of the file).
+
+def _why(code: int, value: int) -> str:
+    if code == STOP_ZEROED:
+        return "zeroed chunk header"
+    if code == STOP_BAD_TYPE:
+        return f"bad chunk type {value}"
+    if code == STOP_TOO_LONG:
+        return f"chunk length {value} runs past its block"
+    return "cut"
+
+
+def walk_chunks_pure(data: Buffer, block_lo: int, block_hi: int) -> tuple[bytearray, ...]:
+    """The twin of the C ``walk_chunks``: the chunks of blocks ``block_lo`` .. ``block_hi - 1``, all walked at once.
+
+    Returns the chunks whose header makes sense, in file order (offset,
+    data length, type, whether the stored CRC-32 matches), and each place
+    where a block stops making sense (offset, why: ``STOP_*``, the type or
+    length at fault). Every array is returned as bytes, as the kernel does.
     """
+    a = np.frombuffer(data, np.uint8)
     n = len(a)
     nblocks = (n + BLOCK_SIZE - 1) // BLOCK_SIZE
-    pos = np.arange(nblocks, dtype=np.int64) * BLOCK_SIZE
-    if nblocks:
-        pos[0] = len(HEADER)
+    pos = np.arange(max(block_lo, 0), min(block_hi, nblocks), dtype=np.int64) * BLOCK_SIZE
+    pos[pos == 0] = len(HEADER)
     end = np.minimum(pos - pos % BLOCK_SIZE + BLOCK_SIZE, n)
-    active = np.arange(nblocks)
+    active = np.arange(len(pos))
     offsets, lengths, types, stops = [], [], [], []
     while active.size:
         p, e = pos[active], end[active]
@@ -190,7 +195,7 @@ def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
         # A short block tail is padding, except at the end of the file, where
         # it is the start of a chunk header being written.
         for i in np.flatnonzero(~fits & (room > 0) & (e == n)):
-            stops.append((int(p[i]), "cut"))
+            stops.append((int(p[i]), STOP_CUT, 0))
         active, p, e = active[fits], p[fits], e[fits]
         if not active.size:
             break
@@ -200,38 +205,74 @@ def _walk_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
         good = (nxt <= e) & (kind >= FULL) & (kind <= LAST)
         for i in np.flatnonzero(~good):
             if nxt[i] > e[i] and e[i] == n and FULL <= kind[i] <= LAST:
-                why = "cut"
+                stops.append((int(p[i]), STOP_CUT, 0))
             elif kind[i] == 0 and length[i] == 0 and not a[p[i]:p[i] + 4].any():
                 # Zeros up to the end of the file: space the writer never filled.
-                why = "cut" if e[i] == n and not a[p[i]:].any() else "zeroed chunk header"
+                cut = e[i] == n and not a[p[i]:].any()
+                stops.append((int(p[i]), STOP_CUT if cut else STOP_ZEROED, 0))
             elif not FULL <= kind[i] <= LAST:
-                why = f"bad chunk type {int(kind[i])}"
+                stops.append((int(p[i]), STOP_BAD_TYPE, int(kind[i])))
             else:
-                why = f"chunk length {int(length[i])} runs past its block"
-            stops.append((int(p[i]), why))
+                stops.append((int(p[i]), STOP_TOO_LONG, int(length[i])))
         offsets.append(p[good])
         lengths.append(length[good])
         types.append(kind[good])
         pos[active] = nxt
         active = active[good]
-    if not offsets:
-        empty = np.empty(0, np.int64)
-        return empty, empty, np.empty(0, np.uint8), stops
-    off = np.concatenate(offsets)
+    off = np.concatenate(offsets) if offsets else np.empty(0, np.int64)
     order = np.argsort(off, kind="stable")
-    return off[order], np.concatenate(lengths)[order], np.concatenate(types)[order], stops
+    off = off[order]
+    length = (np.concatenate(lengths) if lengths else np.empty(0, np.int64))[order]
+    kind = (np.concatenate(types) if types else np.empty(0, np.uint8))[order]
+    view = memoryview(data)
+    computed = np.fromiter(
+        map(zlib.crc32, map(view.__getitem__, map(slice, (off + CHUNK_HEADER_SIZE).tolist(),
+                                                  (off + CHUNK_HEADER_SIZE + length).tolist())),
+            map(_CRC_OF_TYPE.__getitem__, kind.tolist())),
+        dtype=np.uint32, count=len(off))
+    view.release()
+    stored = np.frombuffer(a[(off[:, None] + np.arange(4)).ravel()].tobytes(), "<u4")
+    stops.sort()
+    return tuple(bytearray(np.asarray(x, dtype).tobytes()) for x, dtype in (
+        (off, np.int64), (length, np.int64), (kind, np.uint8), (stored == computed, np.uint8),
+        ([s[0] for s in stops], np.int64), ([s[1] for s in stops], np.uint8), ([s[2] for s in stops], np.int64)))
+
+
+walk_chunks = _kernel.walk_chunks if _kernel is not None else walk_chunks_pure
+
+
+def _walk(data: Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Every chunk of the file: offsets, lengths, types, checksum good; and where blocks stop making sense.
+
+    A big file's blocks are walked in two halves on two threads (the kernel
+    checks checksums without the GIL).
+    """
+    nblocks = (len(data) + BLOCK_SIZE - 1) // BLOCK_SIZE
+    if nblocks >= 256 and _kernel is not None and (os.cpu_count() or 1) >= 2:
+        half = nblocks // 2
+        other: list[Any] = []
+        t = threading.Thread(target=lambda: other.append(walk_chunks(data, half, nblocks)))
+        t.start()
+        parts = [walk_chunks(data, 0, half)]
+        t.join()
+        if not other:
+            raise MemoryError("walking the chunks of the second half of the file failed")
+        parts += other
+    else:
+        parts = [walk_chunks(data, 0, nblocks)]
+    cols = [np.concatenate([np.frombuffer(p[i], dtype) for p in parts])
+            for i, dtype in enumerate((np.int64, np.int64, np.uint8, np.uint8, np.int64, np.uint8, np.int64))]
+    off, length, kind, crc_ok, stop_off, stop_why, stop_value = cols
+    stops = [(o, _why(w, v)) for o, w, v in zip(stop_off.tolist(), stop_why.tolist(), stop_value.tolist())]
+    return off, length, kind, crc_ok.view(bool), stops
 
 
 def frame(data: Buffer, path: str, lenient: bool, stats: LogStats) -> Records:
     """Split a whole file into records, checking every chunk's checksum (joins records in ``data``, see :class:`Records`)."""
-    a = np.frombuffer(data, np.uint8)
-    off, length, kind, stops = _walk_blocks(a)
+    off, length, kind, crc_ok, stops = _walk(data)
     start = off + CHUNK_HEADER_SIZE
     stop = start + length
-    # Checksums: one kernel call over all chunks (before any join moves data).
-    stored = np.frombuffer(a[(off[:, None] + np.arange(4)).ravel()].tobytes(), "<u4")
-    computed = np.frombuffer(crc32_chunks(data, start, stop, np.ascontiguousarray(kind, np.uint8)), np.uint32)
-    for i in np.flatnonzero(stored != computed):
+    for i in np.flatnonzero(~crc_ok):
         stops.append((int(off[i]), "chunk checksum"))
     cut = None
     bad: list[tuple[int, str]] = []
