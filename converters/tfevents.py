@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import struct
 import time
@@ -192,6 +193,10 @@ def _other_files(run_dir: str) -> list[str]:
     return out
 
 
+#: Event files at least this big are decoded in two halves on two threads.
+SPLIT_MIN = 8 << 20
+
+
 def _scalar_columns(path: str, lenient: bool, stats: ReadStats
                     ) -> tuple[np.ndarray, list[str], dict[str, np.ndarray], int]:
     """The scalar points of one event file: tag codes, tags, step/wall_time/value columns, and its record count.
@@ -199,16 +204,38 @@ def _scalar_columns(path: str, lenient: bool, stats: ReadStats
     What ``read_scalars(path, lenient, as_frame=False)`` reads, with the tags
     kept as codes (grouping a million points by an object array of tags
     costs more than reading them); records and damage are counted in ``stats``.
+    A big file is decoded in two halves at once (the kernel releases the GIL),
+    split at the first record boundary after its middle.
     """
     points = _ScalarPoints()
     points.start_run(".")
     records = 0
-    for _, (_, _, tags, index, steps, walls, values, n) in _scan(path, _decode, lenient, stats):
-        points.add_chunk(tags, index, steps, walls, values)
-        records += n
+    for chunks in _halves(path, lenient, stats):
+        for _, (_, _, tags, index, steps, walls, values, n) in chunks:
+            points.add_chunk(tags, index, steps, walls, values)
+            records += n
     stats.records += records
     _, (codes, tags), cols = points.columns()
     return codes, tags, cols, records
+
+
+def _halves(path: str, lenient: bool, stats: ReadStats) -> list[Any]:
+    """The decoded chunks of ``path``: one list, or two (its halves, decoded at once)."""
+    size = os.path.getsize(path)
+    mid = -1
+    if size >= SPLIT_MIN and (os.cpu_count() or 1) >= 2:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            mid = record.seek_record(mm, 0, size // 2)
+    if mid <= 0 or mid >= size:  # small, or a bad length before the middle: one pass reports it
+        return [list(_scan(path, _decode, lenient, stats))]
+    second = ReadStats()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(lambda: list(_scan(path, _decode, lenient, second, mid)))
+        first = list(_scan(path, _decode, lenient, stats, 0, mid))
+        rest = later.result()
+    stats.files -= 1  # one file, scanned in two parts
+    _merge_stats(stats, second)
+    return [first, rest]
 
 
 def _scalar_files(files: list[str], lenient: bool) -> Iterator[tuple[str, Any, ReadStats]]:

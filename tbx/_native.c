@@ -4,8 +4,8 @@
  * Kept deliberately small: masked CRC32C (hardware instructions when the CPU
  * has them, chosen at import; a slicing-by-8 table otherwise), TFRecord
  * framing of one payload or many, encoding whole framed scalar Events
- * without building protobuf objects, and the two reader kernels (splitting a
- * buffer into records, decoding scalar points). tbx/_pure.py is its twin and
+ * without building protobuf objects, and the reader kernels (splitting a
+ * buffer into records, decoding scalar points, finding a record boundary). tbx/_pure.py is its twin and
  * must produce byte-identical results; tbx/_native.pyi documents the contract.
  */
 #define PY_SSIZE_T_CLEAN
@@ -647,6 +647,46 @@ done:
     return result;
 }
 
+/* seek_record(buf, offset, target) -> the offset of the first record at or after target, walking
+ * record lengths from offset (each length's checksum checked, payloads not); -1 if a length
+ * checksum fails or the records run past the end of buf first. */
+static PyObject *py_seek_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "seek_record(buf, offset, target) takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer view;
+    Py_ssize_t target = PyLong_AsSsize_t(args[2]);
+    if (target == -1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t offset;
+    int verify;
+    if (parse_offset(args, 2, view.len, &offset, &verify) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const uint8_t *buf = view.buf;
+    size_t n = (size_t)view.len, pos = (size_t)offset;
+    Py_ssize_t found = -1;
+    Py_BEGIN_ALLOW_THREADS
+    while (1) {
+        if ((Py_ssize_t)pos >= target) {
+            found = (Py_ssize_t)pos;
+            break;
+        }
+        if (n - pos < 16) break;
+        uint64_t length = load_le64(buf + pos);
+        uint32_t stored = (uint32_t)buf[pos + 8] | (uint32_t)buf[pos + 9] << 8 | (uint32_t)buf[pos + 10] << 16 |
+                          (uint32_t)buf[pos + 11] << 24;
+        if (masked_crc32c_buf(buf + pos, 8) != stored || length > (uint64_t)(n - pos - 16)) break;
+        pos += 16 + (size_t)length;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(found);
+}
+
 /* Minimal protobuf wire reader. Every function returns -1 on malformed input. */
 typedef struct {
     uint32_t field;
@@ -1118,6 +1158,8 @@ static PyMethodDef native_methods[] = {
      "encode_scalars(tag, values, steps, wall_times, metadata, legacy, /) -> bytes: framed scalar Events."},
     {"split_records", (PyCFunction)(void (*)(void))py_split_records, METH_FASTCALL,
      "split_records(buf, offset=0, verify=True, /) -> (payloads, end, status)."},
+    {"seek_record", (PyCFunction)(void (*)(void))py_seek_record, METH_FASTCALL,
+     "seek_record(buf, offset, target, /) -> offset of the first record at or after target, or -1."},
     {"decode_scalars", (PyCFunction)(void (*)(void))py_decode_scalars, METH_FASTCALL,
      "decode_scalars(buf, offset=0, verify=True, /) -> (end, status, tags, index, steps, walls, values, records)."},
     {NULL, NULL, 0, NULL},

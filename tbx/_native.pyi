@@ -67,6 +67,13 @@ def split_records(
     ``end`` has a bad length checksum, 2 when its payload checksum is bad.
     """
 
+def seek_record(buf: Buffer, offset: int, target: int, /) -> int:
+    """Offset of the first record at or after ``target``, walking record lengths from ``offset``.
+
+    Only the length checksums are checked. Returns -1 if one fails, or if the
+    records run past the end of ``buf`` before reaching ``target``.
+    """
+
 def decode_scalars(
     buf: Buffer, offset: int = 0, verify: bool = True, /
 ) -> tuple[int, int, list[tuple[str, str | None]], bytes, bytes, bytes, bytes, int]:

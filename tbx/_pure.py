@@ -192,6 +192,23 @@ def split_records(buf, offset=0, verify=True, /):
         pos = nxt
 
 
+def seek_record(buf, offset, target, /):
+    """Offset of the first record at or after target, walking lengths from offset; see tbx/_native.pyi."""
+    view = memoryview(buf).cast("B")
+    n = len(view)
+    if offset < 0 or offset > n:
+        raise ValueError(f"offset {offset} is outside the buffer (0..{n})")
+    pos = offset
+    while pos < target:
+        if n - pos < 16:
+            return -1
+        (length,) = _unpack_q(view, pos)
+        if masked_crc32c(view[pos:pos + 8]) != _unpack_i(view, pos + 8)[0] or length > n - pos - 16:
+            return -1
+        pos += 16 + length
+    return pos
+
+
 class _Malformed(Exception):
     pass
 

@@ -155,25 +155,32 @@ def _scan(
     kernel: Callable[[bytes, int], tuple[Any, ...]],
     lenient: bool,
     stats: Any,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """Run ``kernel(buf, pos)`` over the whole file, chunk by chunk.
+    """Run ``kernel(buf, pos)`` over the whole file (or bytes ``start:stop``), chunk by chunk.
 
     ``kernel`` is split_records or decode_scalars wrapped to return
     ``(end, status, *rest)``. Yields ``(absolute offset of pos, result)`` for
     every call; handles records across chunk boundaries, records larger than a
-    chunk, a cut-off end, and the checksum statuses.
+    chunk, a cut-off end, and the checksum statuses. ``start`` and ``stop``
+    must be record boundaries (see :func:`tbx.record.seek_record`).
     """
     _add(stats, "files")
     with open(path, "rb", buffering=0) as f:
         buf = b""
         pos = 0  # next unread record in buf
-        base = 0  # file offset of buf[0]
+        base = start  # file offset of buf[0]
+        if start:
+            f.seek(start)
         want = _CHUNK_SIZE
         while True:
             if want > _CHUNK_SIZE:  # a big record: never ask past the end of file
                 left = os.fstat(f.fileno()).st_size - f.tell()
                 want = max(min(want, left), _CHUNK_SIZE)
-            data = f.read(want)
+            if stop is not None:
+                want = min(want, stop - f.tell())
+            data = f.read(want) if want > 0 else b""
             if not data:
                 break
             base += pos

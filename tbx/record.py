@@ -30,6 +30,7 @@ frame_many = _kernel.frame_many
 encode_scalar = _kernel.encode_scalar
 encode_scalars = _kernel.encode_scalars
 split_records = _kernel.split_records
+seek_record = _kernel.seek_record
 decode_scalars = _kernel.decode_scalars
 
 # Values of the ``status`` returned by split_records and decode_scalars.
@@ -39,6 +40,6 @@ STATUS_BAD_DATA_CRC = 2
 
 __all__ = [
     "IMPLEMENTATION", "KERNEL", "crc32c", "masked_crc32c", "frame", "frame_many",
-    "encode_scalar", "encode_scalars", "split_records", "decode_scalars",
+    "encode_scalar", "encode_scalars", "split_records", "seek_record", "decode_scalars",
     "STATUS_OK", "STATUS_BAD_LENGTH_CRC", "STATUS_BAD_DATA_CRC",
 ]
