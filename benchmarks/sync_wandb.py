@@ -31,8 +31,6 @@ import (W&B offline → tfevents), default 100,000 history rows × 10 metrics
     ``--import-rows`` steps × 10 tags with tbx into W&B offline; wandb-core
     writes it, as for any offline run (one history and two summary records
     per row);
-  * ``tbx sync wandb:RUN_DIR OUT``: a subprocess; reading, writing tfevents
-    and reading them back to verify;
   * wandb's own Python reader, ``wandb/sdk/internal/datastore.py``, gone
     from wandb 0.31 (the installed SDK): the benchmark fetches the wandb
     0.22.0 wheel with ``pip download wandb==0.22.0 --no-deps`` into
@@ -42,18 +40,25 @@ import (W&B offline → tfevents), default 100,000 history rows × 10 metrics
     ``DataStore.open_for_scan`` + ``scan_data`` over the file, every record
     parsed with the installed SDK's ``wandb_internal_pb2.Record``, every
     history value decoded with ``json.loads``; nothing written; in this
-    process, best of 2. If the wheel cannot be fetched, this row says why
-    and is skipped;
-  * wandb 0.31's own reader, wandb-core's Go decoder:
-    ``python -m wandb leet inspect --json FILE`` (a subprocess) plus
-    ``json.loads`` of each output line;
-  * for information, tbx's reader alone (``WandbOfflineSource.read_run``,
-    in this process, best of 2): the same work as the datastore row.
+    process, best of ``--repeat`` (3). If the wheel cannot be fetched, this
+    row says why and is skipped;
+  * tbx, in this process like the reader above, best of ``--repeat``:
+    ``tbx.converters.sync(WandbOfflineSource(RUN_DIR), TfeventsDestination(OUT))``,
+    what ``tbx sync wandb:RUN_DIR OUT`` runs: reading the ``.wandb`` file,
+    writing every point to tfevents, committing to the ledger and (by
+    default) reading the tfevents back to verify them; and the same with
+    ``verify=False`` (``--no-verify``). A new OUT and ledger each time;
+  * for information: the command itself (``tbx sync wandb:RUN_DIR OUT`` in a
+    subprocess: a new interpreter's start and imports included); wandb
+    0.31's own reader, wandb-core's Go decoder (``python -m wandb leet
+    inspect --json FILE``, a subprocess, plus ``json.loads`` of each output
+    line); and tbx's reader alone (``WandbOfflineSource.read_run``): the
+    same work as the datastore row.
 
 Ratios are baseline time / tbx time (how many times faster tbx is); floors:
-export ≥ 5× the per-event script, import ≥ 10× wandb's reader (both
-readers are compared with the whole ``tbx sync``, which also writes and
-verifies). Nothing is asserted; pytest never runs this.
+export ≥ 5× the per-event script, import ≥ 10× wandb's reader (which only
+reads, where tbx also writes and verifies). Nothing is asserted; pytest
+never runs this.
 
 Usage::
 
@@ -278,10 +283,30 @@ def read_with_tbx(run_dir: str) -> tuple[float, int]:
     return time.perf_counter() - t0, data.count("scalars")
 
 
+def sync_in_process(run_dir: str, tmp: str, name: str, verify: bool) -> tuple[float, dict]:
+    """(seconds, scalar counts): ``tbx.converters.sync`` of the run into a new logdir, in this process."""
+    from tbx.converters.engine import sync
+    from tbx.converters.tfevents import TfeventsDestination
+    from tbx.converters.wandb_local import WandbOfflineSource
+
+    out, ledger = os.path.join(tmp, f"{name}-out"), os.path.join(tmp, f"{name}.sqlite")
+    shutil.rmtree(out, ignore_errors=True)
+    if os.path.exists(ledger):
+        os.remove(ledger)
+    t0 = time.perf_counter()
+    report = sync(WandbOfflineSource(run_dir), TfeventsDestination(out), ledger=ledger, verify=verify)
+    dt = time.perf_counter() - t0
+    rep = report.as_dict()
+    if report.exit_code() != 0:
+        raise RuntimeError(f"tbx sync {run_dir} failed: {rep['runs']}")
+    return dt, rep["totals"]["scalars"]
+
+
 def import_(args: argparse.Namespace, tmp: str, results: dict) -> list[tuple[str, float, float, str]]:
     from tbx.converters.engine import sync
     from tbx.converters.tfevents import TfeventsSource
     from tbx.converters.wandb_export import WandbDestination
+    from tbx.converters.wandb_framing import KERNEL
 
     logdir = os.path.join(tmp, "import-logdir")
     t0 = time.perf_counter()
@@ -293,36 +318,52 @@ def import_(args: argparse.Namespace, tmp: str, results: dict) -> list[tuple[str
     (path,) = glob.glob(os.path.join(tmp, "import-src", "wandb", "offline-run-*", "*.wandb"))
     run_dir = os.path.dirname(path)
     print(f"\nimport workload: {os.path.basename(path)}, {args.import_rows:,} history rows × {args.tags} metrics, "
-          f"{os.path.getsize(path) / 2**20:.1f} MiB (made in {time.perf_counter() - t0:.1f} s)", flush=True)
-
-    t_tbx, rep = tbx_sync(f"wandb:{run_dir}", os.path.join(tmp, "import-out"), tmp, "import")
-    sc = rep["totals"]["scalars"]
-    print(f"tbx sync wandb:RUN_DIR OUT: {t_tbx:.2f} s (written {sc['written']:,}, verified {sc['verified']:,})",
-          flush=True)
-    res: dict = {"rows": args.import_rows, "file_bytes": os.path.getsize(path), "tbx_s": t_tbx,
-                 "tbx_written": sc["written"], "tbx_verified": sc["verified"]}
+          f"{os.path.getsize(path) / 2**20:.1f} MiB (made in {time.perf_counter() - t0:.1f} s); "
+          f"tbx .wandb kernel: {KERNEL}", flush=True)
+    res: dict = {"rows": args.import_rows, "file_bytes": os.path.getsize(path), "kernel": KERNEL}
     out = []
     module, where = datastore_module(args.wheel_cache)
     if module is None:
         print(f"wandb {DATASTORE_VERSION} datastore.py: unavailable ({where})", flush=True)
         res["datastore"] = where
-        out.append((f"import: wandb {DATASTORE_VERSION} datastore + json.loads / tbx sync", float("nan"),
-                    IMPORT_FLOOR, f"unavailable: {where}"))
     else:
-        t_ds, rows, values = min(read_with_datastore(module, path) for _ in range(2))
-        print(f"wandb {DATASTORE_VERSION} datastore.py + protobuf + json.loads (best of 2): {t_ds:.2f} s "
+        t_ds, rows, values = min(read_with_datastore(module, path) for _ in range(args.repeat))
+        print(f"wandb {DATASTORE_VERSION} datastore.py + protobuf + json.loads (best of {args.repeat}): {t_ds:.2f} s "
               f"({rows:,} rows, {values:,} values; from {os.path.basename(where)})", flush=True)
         res.update(datastore_s=t_ds, datastore_rows=rows)
-        out.append((f"import: wandb {DATASTORE_VERSION} datastore + json.loads / tbx sync", t_ds / t_tbx,
-                    IMPORT_FLOOR, "reads only; tbx also writes and verifies"))
+    # tbx in this process, as the datastore reader runs: read, write tfevents, read them back to verify.
+    for verify in (True, False):
+        name = "verify" if verify else "no_verify"
+        runs = [sync_in_process(run_dir, tmp, f"import-{name}", verify) for _ in range(args.repeat)]
+        t, sc = min(runs, key=lambda r: r[0])
+        print(f"tbx sync wandb:RUN_DIR OUT{'' if verify else ' --no-verify'} (in process, best of {args.repeat}): "
+              f"{t:.3f} s (written {sc['written']:,}, verified {sc['verified']:,})", flush=True)
+        res[f"tbx_{name}_s"] = t
+        res[f"tbx_{name}_written"] = sc["written"]
+        if "datastore_s" in res:
+            what = "sync" if verify else "sync --no-verify"
+            note = ("reads only; tbx also writes tfevents and reads them back to verify" if verify
+                    else "reads only; tbx also writes tfevents")
+            out.append((f"import: wandb {DATASTORE_VERSION} datastore + json.loads / tbx {what}",
+                        res["datastore_s"] / t, IMPORT_FLOOR, note))
+    if module is None:
+        out.append((f"import: wandb {DATASTORE_VERSION} datastore + json.loads / tbx sync", float("nan"),
+                    IMPORT_FLOOR, f"unavailable: {where}"))
+    t_cli, rep = tbx_sync(f"wandb:{run_dir}", os.path.join(tmp, "import-out"), tmp, "import")
+    print(f"tbx sync wandb:RUN_DIR OUT as a command: {t_cli:.2f} s (interpreter start and imports included; "
+          f"written {rep['totals']['scalars']['written']:,})", flush=True)
+    res["tbx_cli_s"] = t_cli
+    if "datastore_s" in res:
+        out.append((f"import: wandb {DATASTORE_VERSION} datastore + json.loads / `tbx sync` command",
+                    res["datastore_s"] / t_cli, float("nan"), "information: the command, a new interpreter"))
     t_leet, rows, values = read_with_leet(path)
     print(f"wandb leet inspect --json + json.loads: {t_leet:.2f} s ({rows:,} rows, {values:,} values)", flush=True)
     res.update(leet_s=t_leet, leet_rows=rows)
-    out.append(("import: wandb leet inspect --json + json.loads / tbx sync", t_leet / t_tbx, IMPORT_FLOOR,
-                "reads only; tbx also writes and verifies"))
-    t_read, points = min(read_with_tbx(run_dir) for _ in range(2))
-    print(f"tbx WandbOfflineSource.read_run alone (in process, best of 2): {t_read:.2f} s ({points:,} points)",
-          flush=True)
+    out.append(("import: wandb leet inspect --json + json.loads / tbx sync", t_leet / res["tbx_verify_s"],
+                float("nan"), "information: wandb 0.31's own reader, a subprocess"))
+    t_read, points = min(read_with_tbx(run_dir) for _ in range(args.repeat))
+    print(f"tbx WandbOfflineSource.read_run alone (in process, best of {args.repeat}): {t_read:.3f} s "
+          f"({points:,} points)", flush=True)
     res.update(tbx_read_s=t_read)
     if "datastore_s" in res:
         out.append((f"import, reading only: wandb {DATASTORE_VERSION} datastore / tbx reader",
@@ -342,6 +383,7 @@ def main() -> int:
     ap.add_argument("--baseline-runs", type=int, default=0,
                     help="time the per-event baseline on this many runs and extrapolate (default: all)")
     ap.add_argument("--import-rows", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3, help="import timings in this process: best of N (default 3)")
     ap.add_argument("--wheel-cache", default=os.path.join(os.path.expanduser("~"), ".cache", "tbx-bench"),
                     help=f"where the wandb {DATASTORE_VERSION} wheel is kept")
     ap.add_argument("--only", choices=("export", "import"))
