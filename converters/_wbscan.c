@@ -41,6 +41,9 @@ static int column(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const cha
     return 0;
 }
 
+/* A bytearray of n bytes, uninitialised. */
+static PyObject *big_bytearray(Py_ssize_t n) { return PyByteArray_FromStringAndSize(NULL, n); }
+
 static PyObject *bytes_of(const void *p, size_t count, size_t width)
 {
     return PyByteArray_FromStringAndSize((const char *)p, (Py_ssize_t)(count * width));
@@ -94,7 +97,7 @@ typedef struct {
 
 static int col_open(column64 *c, size_t cap)
 {
-    c->ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(cap * 8));
+    c->ba = big_bytearray((Py_ssize_t)(cap * 8));
     if (!c->ba) return -1;
     c->v = (int64_t *)PyByteArray_AS_STRING(c->ba);
     c->n = 0;
@@ -293,14 +296,24 @@ static int record_items(const uint8_t *b, int64_t len, int64_t rstart, int64_t r
         s = AT(key_end) == 0x82 && AT(key_end + 1) == 0x01 ? short_varint(b, len, key_end + 2, &value_len) : 0;
         int64_t value_start = key_end + 2 + s;
         if (!s || value_len <= 0 || value_start + value_len != item_end) return 0;
-        /* a key's identity is its bytes after the first tag: "key" and a one-part "nested_key" are one path */
-        int64_t c = keytab_code(t, b, head + 1, key_end);
-        if (c < 0 || vec_push(code, c) < 0 || vec_push(vs, value_start) < 0 || vec_push(ve, item_end) < 0) return -1;
+        /* code holds the key's bounds until the record is known to be fast */
+        if (vec_push(code, head) < 0 || vec_push(code, key_end) < 0 || vec_push(vs, value_start) < 0 ||
+            vec_push(ve, item_end) < 0)
+            return -1;
     }
     int64_t rest = sub_end - cur;
-    if (whole) return rest == 0;
-    /* only HistoryRecord.step (field 2) may follow the items */
-    return rest == 0 || (AT(cur) == 0x12 && AT(cur + 1) < 0x80 && rest == 2 + AT(cur + 1));
+    /* only HistoryRecord.step (field 2) may follow the items, and not if whole */
+    if (whole ? rest != 0 : !(rest == 0 || (AT(cur) == 0x12 && AT(cur + 1) < 0x80 && rest == 2 + AT(cur + 1))))
+        return 0;
+    /* Codes only for the keys of a fast record. A key's identity is its bytes after the first
+     * tag: "key" and a one-part "nested_key" are one path. */
+    for (size_t i = 0; i < vs->n; i++) {
+        int64_t c = keytab_code(t, b, code->v[2 * i] + 1, code->v[2 * i + 1]);
+        if (c < 0) return -1;
+        code->v[i] = c;
+    }
+    code->n = vs->n;
+    return 1;
 }
 
 #undef AT
@@ -345,9 +358,27 @@ static int last_take(lastitems *l, int64_t r, const vec *code, const vec *vs, co
     return 0;
 }
 
+/* Records are read in file order but lie far apart (other records between them), too far for
+ * the hardware to fetch them ahead: ask for the one PREFETCH records on, each of its cache lines. */
+#define PREFETCH 4
+
+static inline void prefetch_record(const uint8_t *b, int64_t len, int64_t start, int64_t end)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    if (end > len) end = len;
+    for (int64_t p = start; p < end; p += 64) __builtin_prefetch(b + p);
+    if (end > start) __builtin_prefetch(b + end - 1);
+#endif
+}
+
+/* Kinds of value: parse_number gives HARD_FLOAT for a float it leaves to slow_float. */
+enum { NOT_NUMBER = 0, FLOAT = 1, INTEGER = 2, HARD_FLOAT = 3 };
+static int parse_number(const uint8_t *s, size_t n, double *out);
+static int slow_float(const uint8_t *s, size_t n, double *out);
+
 /*
- * scan_items(data, starts, ends, tag_pos, whole, slow, last) ->
- *     (slow, rec, code, value_start, value_end, key_head, key_end)
+ * scan_items(data, starts, ends, tag_pos, whole, slow, last, numbers) ->
+ *     (slow, rec, code, value_start, value_end, key_head, key_end, number, kind)
  *
  * For each record r (data[starts[r]:ends[r]], its record_type tag at tag_pos[r]):
  * the items of the History/SummaryRecord there, or slow[r] = 1 when the
@@ -361,24 +392,29 @@ static int last_take(lastitems *l, int64_t r, const vec *code, const vec *vs, co
  * With last true, only the last item of each key in each segment (the
  * records between two slow ones) is given, a segment's keys in order of
  * first appearance: what applying a summary's updates needs.
+ *
+ * With numbers true (and last false), each item's value_json is also read
+ * as json_numbers reads it (number: float64, kind: uint8), while its bytes
+ * are in the cache; otherwise those two are empty.
  */
 static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
+    if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "scan_items(data, starts, ends, tag_pos, whole, slow, last) takes 7 arguments");
+                        "scan_items(data, starts, ends, tag_pos, whole, slow, last, numbers) takes 8 arguments");
         return NULL;
     }
     Py_buffer data = {0}, starts = {0}, ends = {0}, tags = {0}, slow_in = {0};
     int got_slow = 0, oom = 0;
-    PyObject *result = NULL, *slow = NULL;
+    PyObject *result = NULL, *slow = NULL, *nums = NULL, *kinds = NULL;
     column64 out[4] = {{0}};
     vec code = {0}, vs = {0}, ve = {0};
     lastitems l = {{0}};
     keytab t;
     memset(&t, 0, sizeof t);
-    int whole = PyObject_IsTrue(args[4]), last = PyObject_IsTrue(args[6]);
-    if (whole < 0 || last < 0) return NULL;
+    int whole = PyObject_IsTrue(args[4]), last = PyObject_IsTrue(args[6]), numbers = PyObject_IsTrue(args[7]);
+    if (whole < 0 || last < 0 || numbers < 0) return NULL;
+    numbers = numbers && !last;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
     if (column(args[1], &starts, 8, "starts") < 0) goto fail_data;
     if (column(args[2], &ends, 8, "ends") < 0) goto fail_starts;
@@ -406,11 +442,18 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
     uint8_t *sl = (uint8_t *)PyByteArray_AS_STRING(slow);
     for (int i = 0; i < 4; i++)
         if (col_open(&out[i], bound) < 0) goto done;
+    nums = big_bytearray(numbers ? (Py_ssize_t)bound * 8 : 0);
+    kinds = big_bytearray(numbers ? (Py_ssize_t)bound : 0);
+    if (!nums || !kinds) goto done;
+    double *num = (double *)PyByteArray_AS_STRING(nums);
+    uint8_t *kind = (uint8_t *)PyByteArray_AS_STRING(kinds);
     if (keytab_grow(&t) < 0) {
         PyErr_NoMemory();
         goto done;
     }
+    Py_BEGIN_ALLOW_THREADS /* C memory only (PyMem_Raw*) until the loop ends */
     for (Py_ssize_t r = 0; r < nrec; r++) {
+        if (r + PREFETCH < nrec) prefetch_record(b, len, rs[r + PREFETCH], re[r + PREFETCH]);
         int ok = si && si[r] ? 0 : record_items(b, len, rs[r], re[r], tp[r], whole, &t, &code, &vs, &ve);
         if (ok < 0) {
             oom = 1;
@@ -429,28 +472,42 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
             continue;
         }
         for (size_t i = 0; i < code.n; i++) {
+            if (numbers) {
+                size_t at = out[0].n;
+                kind[at] = (uint8_t)parse_number(b + vs.v[i], (size_t)(ve.v[i] - vs.v[i]), &num[at]);
+            }
             out[0].v[out[0].n++] = r;
             out[1].v[out[1].n++] = code.v[i];
             out[2].v[out[2].n++] = vs.v[i];
             out[3].v[out[3].n++] = ve.v[i];
         }
     }
+    Py_END_ALLOW_THREADS
     if (oom) {
         PyErr_NoMemory();
         goto done;
     }
+    if (numbers)
+        for (size_t i = 0; i < out[0].n; i++)
+            if (kind[i] == HARD_FLOAT)
+                kind[i] = (uint8_t)slow_float(b + out[2].v[i], (size_t)(out[3].v[i] - out[2].v[i]), &num[i]);
     if (last) last_flush(&l, &out[0], &out[1], &out[2], &out[3]);
     PyObject *cols[4];
     for (int i = 0; i < 4; i++) cols[i] = col_close(&out[i]);
     for (size_t i = 0; i < t.head.n; i++) t.head.v[i]--; /* back to the first tag */
-    if (cols[0] && cols[1] && cols[2] && cols[3])
-        result = Py_BuildValue("(ONNNNNN)", slow, cols[0], cols[1], cols[2], cols[3],
+    size_t items = numbers ? out[0].n : 0;
+    if (cols[0] && cols[1] && cols[2] && cols[3] && PyByteArray_Resize(nums, (Py_ssize_t)items * 8) == 0 &&
+        PyByteArray_Resize(kinds, (Py_ssize_t)items) == 0)
+        result = Py_BuildValue("(ONNNNNNOO)", slow, cols[0], cols[1], cols[2], cols[3],
                                PyByteArray_FromStringAndSize((const char *)t.head.v, (Py_ssize_t)(t.head.n * 8)),
-                               PyByteArray_FromStringAndSize((const char *)t.end.v, (Py_ssize_t)(t.end.n * 8)));
+                               PyByteArray_FromStringAndSize((const char *)t.end.v, (Py_ssize_t)(t.end.n * 8)),
+                               nums, kinds);
     else
         for (int i = 0; i < 4; i++) Py_XDECREF(cols[i]);
 done:
     Py_XDECREF(slow);
+    Py_XDECREF(nums);
+    Py_XDECREF(kinds);
     for (int i = 0; i < 4; i++) Py_XDECREF(out[i].ba);
     PyMem_RawFree(code.v);
     PyMem_RawFree(vs.v);
@@ -518,8 +575,8 @@ static PyObject *py_walk_chunks(PyObject *self, PyObject *const *args, Py_ssize_
     int64_t span = (hi > lo ? (hi - lo) * (int64_t)BLOCK : 0);
     size_t bound = (size_t)(span / CHUNK_HEADER) + 1;
     if (col_open(&off, bound) < 0 || col_open(&length, bound) < 0) goto done;
-    kinds = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bound);
-    oks = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bound);
+    kinds = big_bytearray((Py_ssize_t)bound);
+    oks = big_bytearray((Py_ssize_t)bound);
     if (!kinds || !oks) goto done;
     uint8_t *kd = (uint8_t *)PyByteArray_AS_STRING(kinds), *ok = (uint8_t *)PyByteArray_AS_STRING(oks);
     const uint8_t *b = data.buf;
@@ -678,7 +735,7 @@ static PyObject *py_record_fields(PyObject *self, PyObject *const *args, Py_ssiz
         }
     if (col_open(&pos, (size_t)n) < 0 || col_open(&field, (size_t)n) < 0) goto done;
     const uint8_t *b = data.buf;
-#define BYTE(p) ((p) < len ? b[(p)] : b[len - 1])
+#define BYTE(p) ((p) < len ? b[(p)] : len ? b[len - 1] : 0)
     for (Py_ssize_t i = 0; i < n; i++) {
         /* the common shape: num (a varint of at most 10 bytes), then a one-byte tag */
         int has_num = e[i] > s[i] && BYTE(s[i]) == 0x08;
@@ -716,7 +773,6 @@ fail_data:
 
 /* ------------------------------------------------------------ json_numbers */
 
-enum { NOT_NUMBER = 0, FLOAT = 1, INTEGER = 2 };
 #define MAX_EXACT_INT 9007199254740992ull /* 2**53 */
 
 #ifdef __SIZEOF_INT128__
@@ -728,17 +784,32 @@ static int bitlen128(u128 x)
     return hi ? 128 - __builtin_clzll(hi) : (lo ? 64 - __builtin_clzll(lo) : 0);
 }
 
+/* mant * 2**scale for 2**52 <= mant <= 2**53 (exact), built from its bits when it is a normal double. */
+static inline double make_double(uint64_t mant, int scale)
+{
+    if (mant >> 53) {
+        mant >>= 1;
+        scale++;
+    }
+    int64_t biased = (int64_t)scale + 52 + 1023;
+    if (biased < 1 || biased > 2046) return ldexp((double)mant, scale);
+    uint64_t bits = (uint64_t)biased << 52 | (mant & ((1ull << 52) - 1));
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
 /* q * 2**scale rounded to the nearest double (ties to even), with sticky set if q
  * stands for a value a little above it; q has at least 54 bits when sticky is set. */
 static double round_to_double(u128 q, int sticky, int scale)
 {
     int bits = bitlen128(q);
-    if (bits <= 53) return ldexp((double)(uint64_t)q, scale);
+    if (bits <= 53) return scale ? ldexp((double)(uint64_t)q, scale) : (double)(uint64_t)q;
     int shift = bits - 53;
     uint64_t mant = (uint64_t)(q >> shift);
     u128 rem = q & (((u128)1 << shift) - 1), half = (u128)1 << (shift - 1);
     if (rem > half || (rem == half && (sticky || (mant & 1)))) mant++;
-    return ldexp((double)mant, shift + scale);
+    return make_double(mant, shift + scale);
 }
 
 /* Reciprocals of 10**k, k = 1..MAX_K: recip[k] = floor(2**(127 + bits(10**k)) / 10**k), a 128-bit
@@ -807,9 +878,9 @@ static int exact_decimal(uint64_t w, int64_t e10, double *out)
     u128 half = (u128)1 << (shift - 65);
     int scale = shift - lz - 127 - recip_bits[k];
     if (x + 2 <= half) {
-        *out = ldexp((double)mant, scale);
+        *out = make_double(mant, scale);
     } else if (x > half && x + 2 <= 2 * half) {
-        *out = ldexp((double)(mant + 1), scale);
+        *out = make_double(mant + 1, scale);
     } else {
         u128 p10 = 1;
         for (int i = 0; i < k; i++) p10 *= 10;
@@ -822,21 +893,40 @@ static void recip_init(void) {}
 static int exact_decimal(uint64_t w, int64_t e10, double *out) { return 0; }
 #endif
 
-/* The JSON text s[0:n] as Python's json.loads reads it, if it is a plain number. */
+/* The value of the eight ASCII digits at p, or -1 if they are not all digits (SWAR). */
+static inline int64_t eight_digits(const uint8_t *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    const uint64_t high = 0xF0F0F0F0F0F0F0F0ull;
+    if (((x & high) | (((x + 0x0606060606060606ull) & high) >> 4)) != 0x3333333333333333ull) return -1;
+    x -= 0x3030303030303030ull;                               /* one digit per byte, the first lowest */
+    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFull;          /* two per 16 bits */
+    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFull;        /* four per 32 bits */
+    return (int64_t)((x * 10000 + (x >> 32)) & 0xFFFFFFFFull); /* eight */
+}
+
+/* The JSON text s[0:n] as Python's json.loads reads it, if it is a plain number (no GIL needed). */
 static int parse_number(const uint8_t *s, size_t n, double *out)
 {
     *out = 0.0;
-    if (n == 3 && !memcmp(s, "NaN", 3)) {
-        *out = Py_NAN;
-        return FLOAT;
-    }
-    if (n == 8 && !memcmp(s, "Infinity", 8)) {
-        *out = Py_HUGE_VAL;
-        return FLOAT;
-    }
-    if (n == 9 && !memcmp(s, "-Infinity", 9)) {
-        *out = -Py_HUGE_VAL;
-        return FLOAT;
+    if (n && (s[0] == 'N' || s[0] == 'I' || (s[0] == '-' && n > 1 && s[1] == 'I'))) {
+        if (n == 3 && !memcmp(s, "NaN", 3)) {
+            *out = Py_NAN;
+            return FLOAT;
+        }
+        if (n == 8 && !memcmp(s, "Infinity", 8)) {
+            *out = Py_HUGE_VAL;
+            return FLOAT;
+        }
+        if (n == 9 && !memcmp(s, "-Infinity", 9)) {
+            *out = -Py_HUGE_VAL;
+            return FLOAT;
+        }
+        return NOT_NUMBER;
     }
     size_t p = 0;
     int neg = 0, is_int = 1, digits = 0, inexact = 0;
@@ -865,6 +955,16 @@ static int parse_number(const uint8_t *s, size_t n, double *out)
         p++;
         size_t first = p;
         for (; p < n && s[p] >= '0' && s[p] <= '9'; p++) {
+            if (w && digits <= 11 && p + 8 <= n) { /* eight digits at once */
+                int64_t eight = eight_digits(s + p);
+                if (eight >= 0) {
+                    w = w * 100000000u + (uint64_t)eight;
+                    digits += 8;
+                    e10 -= 8;
+                    p += 7;
+                    continue;
+                }
+            }
             if (w == 0 && s[p] == '0') {
                 e10--;
             } else if (digits < 19) {
@@ -899,19 +999,30 @@ static int parse_number(const uint8_t *s, size_t n, double *out)
     if (w == 0 && !inexact) {
         v = 0.0;
     } else if (inexact || !exact_decimal(w, e10, &v)) {
-        char buf[64];
-        if (n >= sizeof buf) return NOT_NUMBER;
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        v = PyOS_string_to_double(buf, NULL, NULL);
-        if (v == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return NOT_NUMBER;
-        }
-        *out = v;
-        return FLOAT;
+        return HARD_FLOAT; /* a valid JSON float, for slow_float */
     }
     *out = neg ? -v : v;
+    return FLOAT;
+}
+
+/* A float parse_number left (HARD_FLOAT), by Python's own conversion; needs the GIL. */
+static int slow_float(const uint8_t *s, size_t n, double *out)
+{
+    char small[64], *buf = n < sizeof small ? small : PyMem_Malloc(n + 1);
+    *out = 0.0;
+    if (!buf) {
+        PyErr_Clear();
+        return NOT_NUMBER; /* json.loads gets to say */
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    double v = PyOS_string_to_double(buf, NULL, NULL);
+    if (buf != small) PyMem_Free(buf);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NOT_NUMBER;
+    }
+    *out = v;
     return FLOAT;
 }
 
@@ -923,9 +1034,7 @@ static PyObject *py_json_numbers(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     Py_buffer data = {0}, starts = {0}, ends = {0};
-    PyObject *result = NULL;
-    double *value = NULL;
-    uint8_t *kind = NULL;
+    PyObject *result = NULL, *values = NULL, *kinds = NULL;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
     if (column(args[1], &starts, 8, "starts") < 0) goto fail_data;
     if (column(args[2], &ends, 8, "ends") < 0) goto fail_starts;
@@ -941,18 +1050,20 @@ static PyObject *py_json_numbers(PyObject *self, PyObject *const *args, Py_ssize
                          i, (long long)s[i], (long long)e[i], data.len);
             goto done;
         }
-    value = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(double));
-    kind = PyMem_RawMalloc((size_t)(n ? n : 1));
-    if (!value || !kind) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    values = big_bytearray(n * (Py_ssize_t)sizeof(double));
+    kinds = big_bytearray(n);
+    if (!values || !kinds) goto done;
+    double *value = (double *)PyByteArray_AS_STRING(values);
+    uint8_t *kind = (uint8_t *)PyByteArray_AS_STRING(kinds);
     const uint8_t *b = data.buf;
-    for (Py_ssize_t i = 0; i < n; i++) kind[i] = (uint8_t)parse_number(b + s[i], (size_t)(e[i] - s[i]), &value[i]);
-    result = Py_BuildValue("(NN)", bytes_of(value, (size_t)n, 8), bytes_of(kind, (size_t)n, 1));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        kind[i] = (uint8_t)parse_number(b + s[i], (size_t)(e[i] - s[i]), &value[i]);
+        if (kind[i] == HARD_FLOAT) kind[i] = (uint8_t)slow_float(b + s[i], (size_t)(e[i] - s[i]), &value[i]);
+    }
+    result = PyTuple_Pack(2, values, kinds);
 done:
-    PyMem_RawFree(value);
-    PyMem_RawFree(kind);
+    Py_XDECREF(values);
+    Py_XDECREF(kinds);
     PyBuffer_Release(&ends);
 fail_starts:
     PyBuffer_Release(&starts);
@@ -969,8 +1080,8 @@ static PyMethodDef wbscan_methods[] = {
     {"record_fields", (PyCFunction)(void (*)(void))py_record_fields, METH_FASTCALL,
      "record_fields(data, starts, ends, /) -> (tag_pos, field): where each Record's record_type field is."},
     {"scan_items", (PyCFunction)(void (*)(void))py_scan_items, METH_FASTCALL,
-     "scan_items(data, starts, ends, tag_pos, whole, slow, last, /) -> (slow, rec, code, value_start, value_end, "
-     "key_head, key_end)."},
+     "scan_items(data, starts, ends, tag_pos, whole, slow, last, numbers, /) -> (slow, rec, code, value_start, "
+     "value_end, key_head, key_end, number, kind)."},
     {"json_numbers", (PyCFunction)(void (*)(void))py_json_numbers, METH_FASTCALL,
      "json_numbers(data, starts, ends, /) -> (float64 values, uint8 kinds: 0 other, 1 float, 2 exact int)."},
     {NULL, NULL, 0, NULL},

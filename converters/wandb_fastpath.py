@@ -109,6 +109,8 @@ def record_fields_pure(data: Any, starts: np.ndarray, ends: np.ndarray) -> tuple
     n = len(a)
     if not len(starts):
         return bytearray(), bytearray()
+    if not n:  # no bytes: no field anywhere (records can only be empty)
+        return bytearray(np.asarray(ends, np.int64).tobytes()), bytearray(bytes(8 * len(starts)))
     has_num = (a[np.minimum(starts, n - 1)] == 0x08) & (ends > starts)
     p = starts + has_num
     more = has_num.copy()
@@ -263,7 +265,8 @@ class Items:
     ``slow`` marks the records (of ``rows_idx``) left to protobuf. Per item
     of the other records, in record order: ``rec`` (its record), ``pid``
     (its key's id in ``paths``, the key parts as a tuple), ``value_start``
-    and ``value_end`` (its ``value_json`` in the data).
+    and ``value_end`` (its ``value_json`` in the data), and ``numbers``
+    when the scan read them.
     """
 
     slow: np.ndarray
@@ -272,24 +275,27 @@ class Items:
     paths: list[tuple[str, ...]]
     value_start: np.ndarray
     value_end: np.ndarray
+    numbers: tuple[np.ndarray, np.ndarray] | None = None  # (number, kind) of json_numbers, if asked for
 
 
 def fast_items(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: bool,
-               slow: np.ndarray | None = None, last: bool = False) -> Items:
+               slow: np.ndarray | None = None, last: bool = False, numbers: bool = False) -> Items:
     """:func:`scan_items` over the records ``rows_idx``, then each distinct key decoded once.
 
     A record with a key that is not UTF-8 is left to protobuf (which
     reports it). With ``last``, only the last item of each key in each
     segment (the records between two left to protobuf), a segment's keys in
-    order of first appearance.
+    order of first appearance. With ``numbers`` (not with ``last``), the
+    items' values as :func:`json_numbers` reads them come too.
     """
     data = recs.data
     starts, ends = recs.starts[rows_idx], recs.ends[rows_idx]
     tag_pos = np.ascontiguousarray(tag_pos, np.int64)
     while True:
-        out = scan_items(data, starts, ends, tag_pos, whole, None if slow is None else slow.view(np.uint8), last)
+        out = scan_items(data, starts, ends, tag_pos, whole, None if slow is None else slow.view(np.uint8), last,
+                         numbers)
         slow = np.frombuffer(out[0], np.uint8).view(bool)
-        rec, code, value_start, value_end, heads, key_ends = (np.frombuffer(o, np.int64) for o in out[1:])
+        rec, code, value_start, value_end, heads, key_ends = (np.frombuffer(o, np.int64) for o in out[1:7])
         found = [key_path(data, h, e) for h, e in zip(heads.tolist(), key_ends.tolist())]
         bad = [c for c, p in enumerate(found) if p is None]
         if bad:
@@ -297,7 +303,8 @@ def fast_items(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: 
             continue
         ids: dict[tuple[str, ...], int] = {}
         pid = np.array([ids.setdefault(p, len(ids)) for p in found], np.int64)[code] if found else code
-        return Items(slow, rec, pid, list(ids), value_start, value_end)
+        decoded = (np.frombuffer(out[7], np.float64), np.frombuffer(out[8], np.uint8)) if numbers and not last else None
+        return Items(slow, rec, pid, list(ids), value_start, value_end, decoded)
 
 
 #: Kinds of decoded values (:func:`json_numbers`): not a plain JSON number, a float, an int within ±2**53.
@@ -376,9 +383,11 @@ def decode_values(recs: Records, items: Items) -> tuple[Values, list[int]]:
     should go to protobuf, which reports them).
     """
     data = recs.data
-    number, kind = json_numbers(data, items.value_start, items.value_end)
-    number = np.frombuffer(number, np.float64)
-    kind = np.frombuffer(kind, np.uint8)
+    if items.numbers is not None:
+        number, kind = items.numbers
+    else:
+        raw_number, raw_kind = json_numbers(data, items.value_start, items.value_end)
+        number, kind = np.frombuffer(raw_number, np.float64), np.frombuffer(raw_kind, np.uint8)
     other: dict[int, Any] = {}
     bad = []
     vs, ve = items.value_start, items.value_end
@@ -428,9 +437,10 @@ def fast_rows(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: b
 # --- the kernel: C, or the twin below -----------------------------------------------
 
 def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_pos: np.ndarray, whole: bool,
-                    slow: np.ndarray | None, last: bool) -> tuple[bytearray, ...]:
+                    slow: np.ndarray | None, last: bool, numbers: bool) -> tuple[bytearray, ...]:
     """The twin of the C ``scan_items``: :func:`scan`, then :func:`key_codes`, codes renumbered
-    in order of first appearance (then, with ``last``, :func:`last_items`); the same bytes out."""
+    in order of first appearance (then, with ``last``, :func:`last_items`; with ``numbers``,
+    :func:`json_numbers_pure`); the same bytes out."""
     data = bytearray(data) + bytes(16)  # the C kernel reads zeros past the end; numpy's reads clamp
     sc = scan(data, np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(tag_pos, np.int64),
               bool(whole), None if slow is None else np.asarray(slow).astype(bool))
@@ -449,9 +459,11 @@ def scan_items_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray, tag_p
     if last:
         at = last_items(sc.slow, rec, code)
         rec, code, value_start, value_end = rec[at], code[at], value_start[at], value_end[at]
+    number, kind = (json_numbers_pure(data, value_start, value_end) if numbers and not last
+                    else (bytearray(), bytearray()))
     return tuple(bytearray(np.ascontiguousarray(x, dtype).tobytes()) for x, dtype in (
         (sc.slow, np.uint8), (rec, np.int64), (code, np.int64), (value_start, np.int64),
-        (value_end, np.int64), (head[firsts], np.int64), (key_end[firsts], np.int64)))
+        (value_end, np.int64), (head[firsts], np.int64), (key_end[firsts], np.int64))) + (number, kind)
 
 
 def last_items(slow: np.ndarray, rec: np.ndarray, code: np.ndarray) -> np.ndarray:
@@ -492,6 +504,8 @@ def json_numbers_pure(data: bytearray, starts: np.ndarray, ends: np.ndarray) -> 
         if m is None:
             continue
         if m.group(1) is None and m.group(2) is None:
+            if len(text.lstrip(b"-")) > 16:  # beyond 2**53 (and int() refuses over 4300 digits)
+                continue
             v = int(text)
             if abs(v) <= _MAX_EXACT_INT:
                 number[i], kind[i] = v, INT

@@ -30,6 +30,7 @@ import json
 import os
 import types
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
 
@@ -334,7 +335,7 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
     idx = np.flatnonzero(kinds == FIELD_HISTORY)
     slow = None
     while True:  # a record with a value that is not JSON goes to protobuf, which reports it
-        items = fast_items(recs, idx, tag_pos[idx], False, slow)
+        items = fast_items(recs, idx, tag_pos[idx], False, slow, numbers=True)
         slow = items.slow
         values, bad = decode_values(recs, items)
         if not bad:
@@ -457,11 +458,19 @@ def read_log(path: PathLike, lenient: bool = True, stats: LogStats | None = None
     path, recs, stats = load(path, lenient, stats)
     log = RunLog(path=path, stats=stats)
     fields = record_fields(recs)
-    if columns:
-        log.columns = _history_columns(pb, path, recs, fields, lenient, stats)
-    else:
-        log.history = _history_rows(pb, path, recs, fields, lenient, stats)
-    _read_summary(pb, path, recs, fields, lenient, stats, log.summary)
+    # The summary is read on a second thread while the history is (their kernels release the GIL);
+    # its damage is counted after the history's, as a single thread would.
+    summary_stats = LogStats()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        summary = pool.submit(_read_summary, pb, path, recs, fields, lenient, summary_stats, log.summary)
+        if columns:
+            log.columns = _history_columns(pb, path, recs, fields, lenient, stats)
+        else:
+            log.history = _history_rows(pb, path, recs, fields, lenient, stats)
+        summary.result()
+    stats.records += summary_stats.records
+    stats.bad_chunks += summary_stats.bad_chunks
+    stats.problems.extend(summary_stats.problems)
     other = ~np.isin(fields[1], list(_SKIPPED_FIELDS | {FIELD_HISTORY, FIELD_SUMMARY}))
     for offset, payload in in_order(recs, other):
         r = _parse(pb, path, offset, payload, lenient, stats)

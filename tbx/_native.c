@@ -1070,6 +1070,24 @@ static PyObject *py_decode_scalars(PyObject *self, PyObject *const *args, Py_ssi
     memset(&s, 0, sizeof s);
     PyObject *result = NULL, *tags = NULL, *seen = NULL;
     if (parse_offset(args, nargs, view.len, &offset, &verify) < 0) goto done;
+    /* Room for a point per record (a record takes at least 16 bytes) from the start, so the
+     * columns never move; pages not written are never touched. */
+    size_t room = (size_t)(view.len - offset) / 16 + 1, cap;
+    if (room > 4096) {
+        cap = 0;
+        if (grow((void **)&s.idx, &cap, room, sizeof(int32_t)) < 0) oom = 1;
+        cap = 0;
+        if (!oom && grow((void **)&s.step, &cap, room, sizeof(int64_t)) < 0) oom = 1;
+        cap = 0;
+        if (!oom && grow((void **)&s.wall, &cap, room, sizeof(double)) < 0) oom = 1;
+        cap = 0;
+        if (!oom && grow((void **)&s.value, &cap, room, sizeof(double)) < 0) oom = 1;
+        if (oom) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        s.cap_points = cap;
+    }
     size_t pos = (size_t)offset, next, len;
     const uint8_t *payload;
     Py_BEGIN_ALLOW_THREADS
