@@ -866,6 +866,10 @@ typedef struct {
     /* per-event scratch */
     pending_point *pending;
     size_t n_pending, cap_pending;
+    /* the tag of the last point */
+    const uint8_t *last_tag;
+    size_t last_len;
+    int32_t last_index;
 } scalar_sink;
 
 static void sink_free(scalar_sink *s)
@@ -912,8 +916,23 @@ static int sink_rehash(scalar_sink *s)
     return 0;
 }
 
+static int32_t sink_tag_lookup(scalar_sink *s, const uint8_t *tag, size_t len);
+
 /* Index of tag, adding it if new; -1 on allocation failure. */
 static int32_t sink_tag(scalar_sink *s, const uint8_t *tag, size_t len)
+{
+    /* points come in runs of one tag: try the last tag first */
+    if (s->n_tags && s->last_len == len && !memcmp(s->last_tag, tag, len)) return s->last_index;
+    int32_t i = sink_tag_lookup(s, tag, len);
+    if (i >= 0) {
+        s->last_tag = tag;
+        s->last_len = len;
+        s->last_index = i;
+    }
+    return i;
+}
+
+static int32_t sink_tag_lookup(scalar_sink *s, const uint8_t *tag, size_t len)
 {
     if ((s->n_tags + 1) * 2 > s->n_slots && sink_rehash(s) < 0) return -1;
     size_t h = (size_t)hash_bytes(tag, len) & (s->n_slots - 1);
@@ -976,15 +995,66 @@ static int parse_value(const uint8_t *p, const uint8_t *end, pending_point *pt)
 }
 
 /* Parse an Event; on success append its points to the sink. 0 ok/skipped, -1 no memory. */
+/* The Event of one scalar point exactly as the encoders above lay it out (wall_time, step, a
+ * Summary of one Value: tag, then simple_value or the rank-0 DT_FLOAT tensor, no metadata),
+ * read at fixed places; 0 for any other layout, which the general parser then reads (to the
+ * same result where both apply). */
+static int encoded_scalar(const uint8_t *p, const uint8_t *end, double *wall, int64_t *step, pending_point *pt)
+{
+    static const uint8_t tensor_head[] = {0x42, 0x0a, 0x08, 0x01, 0x12, 0x00, 0x2a, 0x04};
+    if (p < end && *p == 0x09) {
+        if (end - p < 9) return 0;
+        *wall = load_f64(p + 1);
+        p += 9;
+    }
+    if (p < end && *p == 0x10) {
+        uint64_t v;
+        p++;
+        if (read_varint(&p, end, &v) < 0) return 0;
+        *step = (int64_t)v;
+    }
+    /* Summary (field 5) holding one Value (field 1), both to the end of the event */
+    if (end - p < 4 || p[0] != 0x2a || p[1] >= 0x80 || p + 2 + p[1] != end || p[2] != 0x0a || p[3] >= 0x80 ||
+        p + 4 + p[3] != end)
+        return 0;
+    p += 4;
+    memset(pt, 0, sizeof *pt);
+    pt->tag = p;
+    if (end - p >= 2 && p[0] == 0x0a) {
+        if (p[1] >= 0x80 || end - p < 2 + p[1]) return 0;
+        pt->tag = p + 2;
+        pt->tag_len = p[1];
+        p += 2 + p[1];
+    }
+    if (end - p == 5 && p[0] == 0x15) {
+        pt->value = (double)load_f32(p + 1);
+        pt->simple = 1;
+    } else if (end - p == 12 && !memcmp(p, tensor_head, sizeof tensor_head)) {
+        pt->value = (double)load_f32(p + 8);
+    } else {
+        return 0;
+    }
+    pt->has_point = 1;
+    return 1;
+}
+
 static int decode_event(scalar_sink *s, const uint8_t *p, size_t len)
 {
     const uint8_t *end = p + len;
     pb_field f, g;
-    int r;
+    int r = 0;
     double wall = 0.0;
     int64_t step = 0;
     s->n_pending = 0;
-    while ((r = next_field(&p, end, &f)) == 1) {
+    if (grow((void **)&s->pending, &s->cap_pending, 1, sizeof(pending_point)) < 0) return -1;
+    if (encoded_scalar(p, end, &wall, &step, &s->pending[0])) {
+        s->n_pending = 1;
+        p = end;
+    } else {
+        wall = 0.0;
+        step = 0;
+    }
+    while (p < end && (r = next_field(&p, end, &f)) == 1) {
         if (f.field == 1 && f.wire == 1) {
             wall = load_f64(f.start);
         } else if (f.field == 2 && f.wire == 0) {

@@ -377,3 +377,60 @@ def test_summarize_kinds_counts_and_steps(tmp_path):
 def test_stats_dataclass_defaults():
     s = reader.ReadStats()
     assert (s.files, s.records, s.points, s.bad_records, s.truncated_bytes, s.problems) == (0, 0, 0, 0, 0, [])
+
+
+# --- big files: mapped rather than read, and decoded in two halves ---------------
+
+def _damaged_file(tmp_path, n=3000, bad_at=1234, cut=True):
+    recs = [header()] + [scalar(f"t{i % 3}", float(i), i, first=i < 3) for i in range(n)]
+    bad = bytearray(recs[bad_at])
+    bad[-1] ^= 0xFF  # its payload checksum
+    recs[bad_at] = bytes(bad)
+    data = b"".join(recs)
+    if cut:
+        data += recs[5][:20]  # a cut-off record being written
+    path = tmp_path / "events.out.tfevents.1"
+    path.write_bytes(data)
+    return path
+
+
+def test_mapped_reads_equal_chunked_reads(tmp_path, monkeypatch):
+    """A file read through a map (as big ones are) gives the same points, records, defects and stats."""
+    path = _damaged_file(tmp_path)
+    results = []
+    for map_min in (1 << 40, 1):  # never mapped, always mapped
+        monkeypatch.setattr(reader, "_MAP_MIN", map_min)
+        monkeypatch.setattr(reader, "_CHUNK_SIZE", 4096 if map_min > 1 else 1)
+        st_s, st_r = reader.ReadStats(), reader.ReadStats()
+        scalars = reader.read_scalars(path, lenient=True, as_frame=False, stats=st_s)
+        payloads = list(reader.read_records(path, lenient=True, stats=st_r))
+        results.append((scalars, payloads, st_s, st_r))
+    (a, pa, sa, ra), (b, pb, sb, rb) = results
+    assert list(a["value"]) == list(b["value"]) and list(a["tag"]) == list(b["tag"])
+    assert len(a["value"]) == 3000 - 1 and pa == pb
+    assert ra.bad_records == 1 and ra.truncated_bytes == 20 and "data crc" in str(rb.problems[0])
+    for x, y in ((sa, sb), (ra, rb)):
+        assert [str(e) for e in x.problems] == [str(e) for e in y.problems]
+        x.problems = y.problems = []
+        assert x == y
+
+
+def test_verification_reads_big_files_in_two_halves(tmp_path, monkeypatch):
+    """read_run_dir splits a big event file at a record boundary and decodes both halves: same run, same defects."""
+    from tbx.converters import tfevents
+
+    path = _damaged_file(tmp_path)
+    runs = []
+    for split_min in (1 << 40, 1):
+        monkeypatch.setattr(tfevents, "SPLIT_MIN", split_min)
+        report = tfevents.RunReport("r", "r")
+        data = tfevents.read_run_dir(str(tmp_path), [str(path)], "r", "r", False, report)
+        runs.append((data, report))
+    (a, ra), (b, rb) = runs
+    assert sorted(a.scalars) == sorted(b.scalars) == ["t0", "t1", "t2"]
+    for tag in a.scalars:
+        assert list(a.scalars[tag].values) == list(b.scalars[tag].values)
+        assert list(a.scalars[tag].steps) == list(b.scalars[tag].steps)
+    assert sum(len(s.values) for s in b.scalars.values()) == 3000 - 1
+    assert ra.as_dict() == rb.as_dict()
+    assert "corrupt record" in str(rb.as_dict())

@@ -317,3 +317,55 @@ def test_decode_scalars_semantics(kernel):
     assert struct.unpack("<4d", wall) == (10.0, 11.0, 12.0, 13.0)
     values = struct.unpack("<4d", val)
     assert values[:2] == (1.5, 2.5) and math.isnan(values[2]) and values[3] == math.inf
+
+
+@needs_native
+@pytest.mark.parametrize("tag_len", [0, 1, 126, 127, 128, 300])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_decode_scalars_encoder_layout_and_near_misses(tag_len, legacy):
+    """The decoder reads the encoder's own layout at fixed places; near misses go the general way: same points."""
+    tag = "t" * tag_len
+    events = [_native.encode_scalar(tag, 0.5, 3, 1.25, None, legacy),
+              _native.encode_scalar(tag, -2.0, 0, 0.0, None, legacy),  # step and wall time left out
+              _native.encode_scalar(tag, 1.0, -(1 << 40), 7.0, SCALAR_MD, legacy)]  # with metadata
+    e = event_pb2.Event(wall_time=2.0, step=9)  # the wall time after the step, two values
+    e.summary.value.add(tag=tag, simple_value=4.0)
+    e.summary.value.add(tag="other", simple_value=5.0)
+    events.append(_native.frame(e.SerializeToString()))
+    e = event_pb2.Event(step=1, wall_time=3.0)
+    e.summary.value.add(tag=tag).tensor.CopyFrom(_tensor(1, [], [6.0]))  # rank-0 tensor, unpacked float_val
+    events.append(_native.frame(e.SerializeToString()))
+    buf = b"".join(events)
+    out = _native.decode_scalars(buf)
+    assert out == _pure.decode_scalars(buf)
+    assert out[-1] == len(events)
+    expected = [0.5, -2.0, 1.0, 4.0, 5.0, 6.0] if tag_len else [5.0]
+    assert list(struct.unpack(f"<{len(expected)}d", out[6])) == expected
+
+
+def _tensor(dtype, shape, floats):
+    from tbx.proto import tensor_pb2
+    t = tensor_pb2.TensorProto(dtype=dtype)
+    for d in shape:
+        t.tensor_shape.dim.add(size=d)
+    t.float_val.extend(floats)
+    return t
+
+
+@given(st.lists(st.integers(0, 300), max_size=30), st.integers(0, 12000), st.integers(0, 12000))
+def test_prop_seek_record(sizes, target, start_at):
+    """seek_record: the first record boundary at or after target, found by walking lengths; native and pure agree."""
+    recs = [_pure.frame(bytes(n)) for n in sizes]
+    buf = b"".join(recs)
+    bounds = [0]
+    for r in recs:
+        bounds.append(bounds[-1] + len(r))
+    start = bounds[min(start_at % (len(bounds)), len(bounds) - 1)]
+    want = next((b for b in bounds if b >= max(target, start)), -1)
+    for kernel in KERNELS:
+        assert kernel.seek_record(buf, start, target) == want
+    if len(buf) > 8:
+        bad = bytearray(buf)
+        bad[8] ^= 1  # the first length checksum
+        for kernel in KERNELS:
+            assert kernel.seek_record(bytes(bad), 0, max(target, 1)) == -1
