@@ -293,16 +293,16 @@ class RunBuilder:
         odd = np.flatnonzero(active & ~items.numeric).tolist()
         parts, users = self._flatten(items, odd)
         # The items of each key, in row order; its numbers become one column chunk.
-        act = np.flatnonzero(active)
-        act = act[np.argsort(code[act].astype(np.int16 if len(keys) < 2 ** 15 else np.int64), kind="stable")]
         groups: dict[int, np.ndarray] = {}
-        for g in np.split(act, np.flatnonzero(np.diff(code[act])) + 1):
+        for c, g in items.groups.items():
+            if hidden[c]:
+                continue
+            users.setdefault(step_keys[c], []).append(g)
+            numeric = items.numeric[g]
+            if not numeric.all():
+                g = g[numeric]
             if len(g):
-                c = int(code[g[0]])
-                users.setdefault(step_keys[c], []).append(g)
-                g = g[items.numeric[g]]
-                if len(g):
-                    groups[c] = g
+                groups[c] = g
         # Reports counted with numpy: (item, phase, kind, reason, n), made where a row-by-row pass makes them.
         later: list[tuple[int, int, str, str, int]] = []
         steps: dict[str, Any] = {}
@@ -310,9 +310,12 @@ class RunBuilder:
             if key == "_step":
                 steps[key] = row_step
                 continue
+            if any(items.dense(u) for u in used):  # a key in every row: every row uses the step key
+                mask = np.ones(n, bool)
+            else:
+                mask = np.zeros(n, bool)
+                mask[row[np.concatenate(used)]] = True
             used = np.concatenate(used)
-            mask = np.zeros(n, bool)
-            mask[row[used]] = True
             steps[key], rounded = self._metric_steps(items, key, np.flatnonzero(mask), row_step)
             if len(rounded):
                 first = int(used[row[used] == rounded[0]].min())
@@ -361,7 +364,11 @@ class RunBuilder:
         walls = np.asarray(walls, np.float64)
         for c, g in groups.items():
             r = row[g]
-            chunk = (_take(steps[step_keys[c]], r), walls[r], items.number[g])
+            key_steps = steps[step_keys[c]]
+            if items.dense(g) and isinstance(key_steps, np.ndarray):  # every row, in order: no gathers
+                chunk = (key_steps, walls, items.number[g])
+            else:
+                chunk = (_take(key_steps, r), walls[r], items.number[g])
             self.columns[keys[c]].append(_merge(chunk, r, self._pending.pop(keys[c], None)))
         for tag, pending in self._pending.items():
             self.columns[tag].append(_merge(None, None, pending))

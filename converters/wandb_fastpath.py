@@ -302,7 +302,10 @@ def fast_items(recs: Records, rows_idx: np.ndarray, tag_pos: np.ndarray, whole: 
             slow[rec[np.isin(code, bad)]] = True
             continue
         ids: dict[tuple[str, ...], int] = {}
-        pid = np.array([ids.setdefault(p, len(ids)) for p in found], np.int64)[code] if found else code
+        pids = [ids.setdefault(p, len(ids)) for p in found]
+        # Distinct key bytes are distinct paths (the kernel gives "key" and one-part "nested_key" one
+        # code), so codes usually are the path ids already.
+        pid = code if pids == list(range(len(pids))) else np.array(pids, np.int64)[code]
         decoded = (np.frombuffer(out[7], np.float64), np.frombuffer(out[8], np.uint8)) if numbers and not last else None
         return Items(slow, rec, pid, list(ids), value_start, value_end, decoded)
 

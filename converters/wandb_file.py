@@ -303,23 +303,38 @@ class HistoryColumns:
         """Each row's value of ``key`` (None where absent), as ``row.get(key)``."""
         out: list[Any] = [None] * self.rows
         c = self.index.get(key)
-        if c is not None:
-            at = np.flatnonzero(self.code == c)
+        if c is not None and c in self.groups:
+            at = self.groups[c]
             for r, i in zip(self.row[at].tolist(), at.tolist()):
                 out[r] = self.values[i]
         return out
 
+    @functools.cached_property
+    def groups(self) -> dict[int, np.ndarray]:
+        """The items of each code, in row order: ``{code: item indices}`` (codes with items, ascending)."""
+        small = np.int16 if len(self.keys) < 2 ** 15 else np.int64
+        order = np.argsort(self.code.astype(small), kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(self.code, minlength=len(self.keys)))]).tolist()
+        return {c: order[lo:hi] for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo}
+
+    def dense(self, at: np.ndarray) -> bool:
+        """Whether the items ``at`` (of one code, in row order) are one per row, every row: their rows are 0 .. rows-1."""
+        return len(at) == self.rows
+
     def numbers(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(present, value)`` per row for ``key``, or None if one of its values is not a number."""
+        c = self.index.get(key)
+        at = self.groups.get(c) if c is not None else None
+        if at is None:
+            return np.zeros(self.rows, bool), np.zeros(self.rows)
+        if not self.numeric[at].all():
+            return None
+        if self.dense(at):
+            return np.ones(self.rows, bool), self.number[at]
         present = np.zeros(self.rows, bool)
         value = np.zeros(self.rows)
-        c = self.index.get(key)
-        if c is not None:
-            at = np.flatnonzero(self.code == c)
-            if not self.numeric[at].all():
-                return None
-            present[self.row[at]] = True
-            value[self.row[at]] = self.number[at]
+        present[self.row[at]] = True
+        value[self.row[at]] = self.number[at]
         return present, value
 
 
@@ -342,17 +357,20 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
             break
         slow[items.rec[bad]] = True
     codes: dict[str, int] = {}
-    top = np.array([codes.setdefault(p[0], len(codes)) for p in items.paths], np.int64)
+    tops = [codes.setdefault(p[0], len(codes)) for p in items.paths]
     deep = np.array([len(p) > 1 for p in items.paths], bool)
-    rec, code = items.rec, top[items.pid]
+    rec = items.rec
+    code = items.pid if tops == list(range(len(tops))) else np.array(tops, np.int64)[items.pid]
     built = np.zeros(len(idx), bool)  # fast records whose row is made as a dict
-    built[rec[deep[items.pid]]] = True
+    if deep.any():
+        built[rec[deep[items.pid]]] = True
     built |= _repeats_a_key(rec, code, len(idx))
     # The rows made as dicts, by record; a record protobuf cannot decode has none.
     made: dict[int, dict[str, Any]] = {}
-    bounds = np.searchsorted(rec, np.arange(len(idx) + 1)).tolist()
+    redo = np.flatnonzero(items.slow | built).tolist()
+    bounds = np.searchsorted(rec, np.arange(len(idx) + 1)).tolist() if built.any() else []
     view = memoryview(recs.data)
-    for j in np.flatnonzero(items.slow | built).tolist():
+    for j in redo:
         if built[j]:
             made[j] = {}
             for i in range(bounds[j], bounds[j + 1]):
@@ -365,6 +383,8 @@ def _history_columns(pb: Any, path: str, recs: Records, fields: tuple[np.ndarray
             made[j] = _items_dict(record.history.item, path, offset, stats)
     has_row = ~items.slow
     has_row[list(made)] = True
+    if not made and has_row.all():  # every record fast: rows are records
+        return HistoryColumns(len(idx), list(codes), rec, code, values)
     row_of = np.cumsum(has_row) - 1
     if not made:
         return HistoryColumns(int(has_row.sum()), list(codes), row_of[rec], code, values)

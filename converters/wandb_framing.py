@@ -296,7 +296,8 @@ def frame(data: Buffer, path: str, lenient: bool, stats: LogStats) -> Records:
         keep[(off >= offset) & (off < lost_until)] = False
     if cut is not None:
         keep &= off < cut
-    off, start, stop, kind = off[keep], start[keep], stop[keep], kind[keep]
+    if not keep.all():
+        off, start, stop, kind = off[keep], start[keep], stop[keep], kind[keep]
 
     single = kind == FULL
     joined: list[tuple[int, int, int]] = []  # (offset, start, end) of records joined in place
