@@ -3,6 +3,7 @@ property tests over well-formed and damaged inputs, hand-written edge cases, and
 through each (walk_chunks_pure in wandb_framing; record_fields_pure, scan_items_pure, json_numbers_pure)."""
 
 import json
+import os
 import math
 import struct
 import zlib
@@ -534,3 +535,31 @@ def test_reader_agrees_end_to_end(tmp_path, monkeypatch):
     assert 25 < len(log.history) < 40 and log.history[0]["opt"] == {"m": [0, "a"]} and log.history[0]["big"] == 2 ** 60
     assert any(len(row.get("long", "")) == 70_000 for row in log.history)
     assert log.config["lr"] == 0.5 and log.summary["best"]["acc"] >= 20
+
+
+def test_walk_chunks_crc_table_path(tmp_path):
+    """With TBX_CRC_TABLE=1 the kernel checks chunks with its table, not carry-less multiplication: same results."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, random, zlib, numpy as np\n"
+        "from tbx.converters import _wbscan\n"
+        "from tbx.converters.wandb_framing import HEADER, walk_chunks_pure\n"
+        "rng = random.Random(7); parts = [HEADER]; pos = len(HEADER)\n"
+        "while pos < 200000:\n"
+        "    room = 32768 - pos % 32768\n"
+        "    if room < 7:\n"
+        "        parts.append(bytes(room)); pos += room; continue\n"
+        "    n = min(rng.randrange(0, 3000), room - 7); data = os.urandom(n)\n"
+        "    crc = zlib.crc32(data, zlib.crc32(b'\\x01')) ^ (rng.random() < 0.1)\n"
+        "    parts.append(crc.to_bytes(4, 'little') + n.to_bytes(2, 'little') + b'\\x01' + data); pos += 7 + n\n"
+        "blob = b''.join(parts); nb = (len(blob) + 32767) // 32768\n"
+        "c, p = _wbscan.walk_chunks(blob, 0, nb), walk_chunks_pure(blob, 0, nb)\n"
+        "assert all(bytes(x) == bytes(y) for x, y in zip(c, p))\n"
+        "ok = np.frombuffer(c[3], np.uint8); assert 0 < ok.sum() < len(ok)\n"
+        "print('same', len(ok))\n")
+    env = dict(os.environ, TBX_CRC_TABLE="1")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("same ")
