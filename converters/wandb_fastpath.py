@@ -1,36 +1,37 @@
 """The fast path of the ``.wandb`` reader: records found and decoded without protobuf.
 
 Decoding every record with protobuf and every history value with
-``json.loads`` costs tens of microseconds per history row. Here instead,
-with numpy over all records at once:
+``json.loads`` costs tens of microseconds per history row. Here instead the
+reader's C kernel (``converters/_wbscan.c``, module
+``tbx.converters._wbscan``) takes all records of a kind in one call:
 
 - :func:`record_fields` finds each record's kind (the field number of
   Record's ``record_type`` oneof) without parsing it: wandb-core writes the
   oneof after the other fields (``num``, and ``control``, ``uuid`` and
-  ``_info`` where set), so the common shape, ``num`` then a one-byte tag, is
-  read for all records at once, and the others are scanned one by one past
-  those leading fields;
-- :func:`scan` walks the items (keys and ``value_json``) of many history or
-  summary records, item *k* of every record in one step, reading each
-  header as a 16- or 32-bit word at any offset;
-- :func:`key_codes` tells the keys apart by their bytes (hashed eight bytes
-  at a time, then checked), so that each distinct key is decoded once
-  (:func:`fast_items`);
-- :func:`decode_values` turns the values of many records into one JSON
-  array in a copy (the bytes between values become a comma and spaces), so
-  that one ``json.loads`` call decodes them all. A summary needs only the
-  last value of each key (see :mod:`tbx.converters.wandb_file`).
+  ``_info`` where set), so the common shape is ``num`` then a one-byte tag;
+  others are scanned past those leading fields;
+- :func:`scan_items` walks the items (keys and ``value_json``) of history or
+  summary records, gives every distinct key a code (so that each is
+  decoded once, :func:`fast_items`) and, for the history, reads each value
+  that is a plain JSON number while its bytes are in the cache; for a
+  summary it keeps only the last item of each key (a run writes one or two
+  summary records per history row, each repeating most keys);
+- :func:`json_numbers` reads JSON numbers exactly as ``json.loads`` does
+  (a correctly rounded conversion; the rare hard case goes to Python's own
+  ``float``); every other value (text, objects, big ints) is decoded by
+  ``json.loads`` (:func:`decode_values`).
+
+Each kernel function has a pure twin here (``*_pure``: numpy and Python,
+slower) that returns the same bytes; ``TBX_PURE=1``, or a kernel that was
+not built, runs the twins (``tests/test_wbscan.py`` compares them).
 
 Every record the fast path cannot prove it understands (typed values, very
 long values or keys, keys that are not UTF-8) is left to protobuf
 (:mod:`tbx.converters.wandb_file`), so both paths give the same rows (the
-tests compare them). On a shared 2-core machine a 100,000-row run (91 MB:
-each row also writes two summary records) reads in about 2 s, against
-about 4.5 s for wandb 0.22's Python reader (``datastore``) with protobuf
-and ``json.loads`` per value, and about 20 s for ``wandb leet inspect
---json`` (wandb 0.31's reader) plus ``json.loads`` per line; most of the
-2 s is ``json.loads`` of the 1.4 million history values and numpy's passes
-over the items.
+tests compare them). A 100,000-row run (91 MB) is read in about 0.2 s on a
+shared 2-core machine, against about 4.4 s for wandb 0.22's Python reader
+(``datastore``) with protobuf and ``json.loads`` per value
+(``benchmarks/sync_wandb.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ in this module, also checked against the oracle; damage is made by cutting
 and overwriting copies of SDK-written files.
 """
 
-import contextlib
 import glob
 import json
 import math
@@ -23,6 +22,7 @@ import zlib
 
 import numpy as np
 import pytest
+import wandb_oracle
 
 from tbx.converters import wandb_fastpath as fastpath
 from tbx.converters import wandb_file as wf
@@ -35,27 +35,7 @@ WANDB_CLI = os.path.join(os.path.dirname(sys.executable), "wandb")
 
 # --- helpers (also used by test_converters_wandb_local.py) ---------------------
 
-@contextlib.contextmanager
-def offline_run(directory, settings=None, **init_kwargs):
-    """A real ``wandb.init(mode="offline")`` run under ``directory``; yields the run."""
-    keys = ("WANDB_MODE", "WANDB_SILENT", "WANDB_DIR")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.makedirs(directory, exist_ok=True)
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(directory))
-    try:
-        run = wandb.init(mode="offline", dir=str(directory), reinit="create_new",
-                         settings={"console": "off", **(settings or {})}, **init_kwargs)
-        try:
-            yield run
-        finally:
-            run.finish()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
+offline_run = wandb_oracle.offline_run  # a real wandb.init(mode="offline") run under a directory
 
 def log_file(run):
     """The ``.wandb`` file of a finished run."""

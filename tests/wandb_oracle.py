@@ -7,14 +7,15 @@ import pytest
 
 
 @contextlib.contextmanager
-def offline_run(directory, **init_kwargs):
-    """A ``wandb.init(mode="offline")`` run in ``directory``; the environment is restored after."""
+def offline_run(directory, settings=None, **init_kwargs):
+    """A ``wandb.init(mode="offline")`` run in ``directory`` (made if missing); the environment is restored after."""
     saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DIR")}
+    os.makedirs(directory, exist_ok=True)
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(directory))
     try:
         wandb = pytest.importorskip("wandb", reason="wandb not installed: no oracle to compare with")
-        run = wandb.init(mode="offline", dir=str(directory), reinit="create_new", settings={"console": "off"},
-                         **init_kwargs)
+        run = wandb.init(mode="offline", dir=str(directory), reinit="create_new",
+                         settings={"console": "off", **(settings or {})}, **init_kwargs)
         try:
             yield run
         finally:
