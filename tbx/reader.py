@@ -30,7 +30,7 @@ import dataclasses
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Union
 
 import numpy as np
@@ -190,22 +190,9 @@ def _scan(
                 break
             base += pos
             buf = buf[pos:] + data if pos < len(buf) else data
-            pos = 0
-            while True:
-                result = kernel(buf, pos)
-                yield base + pos, result
-                pos, status = result[0], result[1]
-                if status == record.STATUS_OK:
-                    break
-                reason = "length crc" if status == record.STATUS_BAD_LENGTH_CRC else "data crc"
-                err = DataLossError(path, base + pos, reason)
-                if not lenient:
-                    raise err
-                _add(stats, "bad_records")
-                _append(stats, "problems", err)
-                if status == record.STATUS_BAD_LENGTH_CRC:
-                    return  # nothing after it can be located
-                pos += _OVERHEAD + _unpack_len(buf, pos)[0]
+            pos = yield from _run_kernel(path, kernel, lenient, stats, buf, base)
+            if pos is None:
+                return  # a bad length: nothing after it can be located
             rest = len(buf) - pos
             want = _CHUNK_SIZE
             if rest >= _HEADER:  # a partial record: read at least all of it
@@ -248,26 +235,39 @@ class _Mapped:
             self.map.close()
 
 
+def _run_kernel(path: str, kernel: Callable[[Any, int], tuple[Any, ...]], lenient: bool, stats: Any,
+                buf: Any, base: int) -> Generator[tuple[int, tuple[Any, ...]], None, int | None]:
+    """Run ``kernel`` over ``buf`` (file offset ``base``) until it stops at a complete or partial record.
+
+    Yields ``(absolute offset, result)`` per call; skips (lenient) or raises on
+    a bad payload checksum. Returns where it stopped, or None at a bad length
+    checksum.
+    """
+    pos = 0
+    while True:
+        result = kernel(buf, pos)
+        yield base + pos, result
+        pos, status = result[0], result[1]
+        if status == record.STATUS_OK:
+            return pos
+        reason = "length crc" if status == record.STATUS_BAD_LENGTH_CRC else "data crc"
+        err = DataLossError(path, base + pos, reason)
+        if not lenient:
+            raise err
+        _add(stats, "bad_records")
+        _append(stats, "problems", err)
+        if status == record.STATUS_BAD_LENGTH_CRC:
+            return None
+        pos += _OVERHEAD + _unpack_len(buf, pos)[0]
+
+
 def _scan_buffer(path: str, kernel: Callable[[Any, int], tuple[Any, ...]], lenient: bool, stats: Any,
                  buf: memoryview, base: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
     """:func:`_scan` over one buffer holding the whole range (file offset ``base``)."""
-    pos = 0
     try:
-        while True:
-            result = kernel(buf, pos)
-            yield base + pos, result
-            pos, status = result[0], result[1]
-            if status == record.STATUS_OK:
-                break
-            reason = "length crc" if status == record.STATUS_BAD_LENGTH_CRC else "data crc"
-            err = DataLossError(path, base + pos, reason)
-            if not lenient:
-                raise err
-            _add(stats, "bad_records")
-            _append(stats, "problems", err)
-            if status == record.STATUS_BAD_LENGTH_CRC:
-                return  # nothing after it can be located
-            pos += _OVERHEAD + _unpack_len(buf, pos)[0]
+        pos = yield from _run_kernel(path, kernel, lenient, stats, buf, base)
+        if pos is None:
+            return  # a bad length: nothing after it can be located
         rest = len(buf) - pos
         if rest:
             _add(stats, "truncated_bytes", rest)
