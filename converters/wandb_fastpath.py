@@ -52,8 +52,6 @@ FIELD_SUMMARY = 3
 # Record's fields outside the oneof: num, control, uuid, _info.
 _LEADING_FIELDS = frozenset({1, 16, 19, 200})
 
-_SPACE, _COMMA, _QUOTE = 0x20, 0x2C, 0x22
-_SPACES = np.uint64(0x2020202020202020)
 
 
 def _uvarint(buf: Any, p: int, end: int) -> tuple[int, int]:
