@@ -41,8 +41,8 @@ static int column(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const cha
     return 0;
 }
 
-/* A bytearray of n bytes, uninitialised. */
-static PyObject *big_bytearray(Py_ssize_t n) { return PyByteArray_FromStringAndSize(NULL, n); }
+/* A bytearray of n bytes, uninitialised (pages never written are never touched). */
+static PyObject *new_bytearray(Py_ssize_t n) { return PyByteArray_FromStringAndSize(NULL, n); }
 
 static PyObject *bytes_of(const void *p, size_t count, size_t width)
 {
@@ -164,7 +164,7 @@ typedef struct {
 
 static int col_open(column64 *c, size_t cap)
 {
-    c->ba = big_bytearray((Py_ssize_t)(cap * 8));
+    c->ba = new_bytearray((Py_ssize_t)(cap * 8));
     if (!c->ba) return -1;
     c->v = (int64_t *)PyByteArray_AS_STRING(c->ba);
     c->n = 0;
@@ -509,8 +509,8 @@ static PyObject *py_scan_items(PyObject *self, PyObject *const *args, Py_ssize_t
     uint8_t *sl = (uint8_t *)PyByteArray_AS_STRING(slow);
     for (int i = 0; i < 4; i++)
         if (col_open(&out[i], bound) < 0) goto done;
-    nums = big_bytearray(numbers ? (Py_ssize_t)bound * 8 : 0);
-    kinds = big_bytearray(numbers ? (Py_ssize_t)bound : 0);
+    nums = new_bytearray(numbers ? (Py_ssize_t)bound * 8 : 0);
+    kinds = new_bytearray(numbers ? (Py_ssize_t)bound : 0);
     if (!nums || !kinds) goto done;
     double *num = (double *)PyByteArray_AS_STRING(nums);
     uint8_t *kind = (uint8_t *)PyByteArray_AS_STRING(kinds);
@@ -642,8 +642,8 @@ static PyObject *py_walk_chunks(PyObject *self, PyObject *const *args, Py_ssize_
     int64_t span = (hi > lo ? (hi - lo) * (int64_t)BLOCK : 0);
     size_t bound = (size_t)(span / CHUNK_HEADER) + 1;
     if (col_open(&off, bound) < 0 || col_open(&length, bound) < 0) goto done;
-    kinds = big_bytearray((Py_ssize_t)bound);
-    oks = big_bytearray((Py_ssize_t)bound);
+    kinds = new_bytearray((Py_ssize_t)bound);
+    oks = new_bytearray((Py_ssize_t)bound);
     if (!kinds || !oks) goto done;
     uint8_t *kd = (uint8_t *)PyByteArray_AS_STRING(kinds), *ok = (uint8_t *)PyByteArray_AS_STRING(oks);
     const uint8_t *b = data.buf;
@@ -1117,8 +1117,8 @@ static PyObject *py_json_numbers(PyObject *self, PyObject *const *args, Py_ssize
                          i, (long long)s[i], (long long)e[i], data.len);
             goto done;
         }
-    values = big_bytearray(n * (Py_ssize_t)sizeof(double));
-    kinds = big_bytearray(n);
+    values = new_bytearray(n * (Py_ssize_t)sizeof(double));
+    kinds = new_bytearray(n);
     if (!values || !kinds) goto done;
     double *value = (double *)PyByteArray_AS_STRING(values);
     uint8_t *kind = (uint8_t *)PyByteArray_AS_STRING(kinds);

@@ -34,9 +34,9 @@ import dataclasses
 import mmap
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Union
 
 import numpy as np
@@ -56,7 +56,7 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 _CRC_OF_TYPE = [zlib.crc32(bytes([t])) for t in range(256)]
 
 # The C kernel of the reader (converters/_wbscan.c), unless TBX_PURE=1 or it was not built;
-# its twins are crc32_chunks_pure here and those of tbx.converters.wandb_fastpath.
+# its twins are walk_chunks_pure here and the *_pure functions of tbx.converters.wandb_fastpath.
 _kernel: Any = None
 if os.environ.get("TBX_PURE", "") in ("", "0"):
     try:
@@ -250,14 +250,9 @@ def _walk(data: Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     nblocks = (len(data) + BLOCK_SIZE - 1) // BLOCK_SIZE
     if nblocks >= 256 and _kernel is not None and (os.cpu_count() or 1) >= 2:
         half = nblocks // 2
-        other: list[Any] = []
-        t = threading.Thread(target=lambda: other.append(walk_chunks(data, half, nblocks)))
-        t.start()
-        parts = [walk_chunks(data, 0, half)]
-        t.join()
-        if not other:
-            raise MemoryError("walking the chunks of the second half of the file failed")
-        parts += other
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            second = pool.submit(walk_chunks, data, half, nblocks)
+            parts = [walk_chunks(data, 0, half), second.result()]
     else:
         parts = [walk_chunks(data, 0, nblocks)]
     cols = [np.concatenate([np.frombuffer(p[i], dtype) for p in parts])

@@ -397,14 +397,24 @@ def _damaged_file(tmp_path, n=3000, bad_at=1234, cut=True):
 def test_mapped_reads_equal_chunked_reads(tmp_path, monkeypatch):
     """A file read through a map (as big ones are) gives the same points, records, defects and stats."""
     path = _damaged_file(tmp_path)
+    mapped = []  # (scans through a map) per setting
+    scan_buffer = reader._scan_buffer
+
+    def spy(*args):
+        mapped[-1] += 1
+        return scan_buffer(*args)
+
+    monkeypatch.setattr(reader, "_scan_buffer", spy)
     results = []
     for map_min in (1 << 40, 1):  # never mapped, always mapped
+        mapped.append(0)
         monkeypatch.setattr(reader, "_MAP_MIN", map_min)
         monkeypatch.setattr(reader, "_CHUNK_SIZE", 4096 if map_min > 1 else 1)
         st_s, st_r = reader.ReadStats(), reader.ReadStats()
         scalars = reader.read_scalars(path, lenient=True, as_frame=False, stats=st_s)
         payloads = list(reader.read_records(path, lenient=True, stats=st_r))
         results.append((scalars, payloads, st_s, st_r))
+    assert mapped == [0, 2]  # read_scalars and read_records each mapped the file once
     (a, pa, sa, ra), (b, pb, sb, rb) = results
     assert list(a["value"]) == list(b["value"]) and list(a["tag"]) == list(b["tag"])
     assert len(a["value"]) == 3000 - 1 and pa == pb
@@ -420,12 +430,21 @@ def test_verification_reads_big_files_in_two_halves(tmp_path, monkeypatch):
     from tbx.converters import tfevents
 
     path = _damaged_file(tmp_path)
+    monkeypatch.setattr(tfevents.os, "cpu_count", lambda: 2)  # the split needs two CPUs
+    starts = []  # where each scan of the file began
+
+    def scan(path, kernel, lenient, stats, start=0, stop=None):
+        starts.append(start)
+        return reader._scan(path, kernel, lenient, stats, start, stop)
+
+    monkeypatch.setattr(tfevents, "_scan", scan)
     runs = []
     for split_min in (1 << 40, 1):
         monkeypatch.setattr(tfevents, "SPLIT_MIN", split_min)
         report = tfevents.RunReport("r", "r")
         data = tfevents.read_run_dir(str(tmp_path), [str(path)], "r", "r", False, report)
         runs.append((data, report))
+    assert starts[0] == 0 and len(starts) == 3 and 0 < max(starts) < path.stat().st_size  # one pass, then halves
     (a, ra), (b, rb) = runs
     assert sorted(a.scalars) == sorted(b.scalars) == ["t0", "t1", "t2"]
     for tag in a.scalars:
